@@ -1,0 +1,1 @@
+"""FNAF attacks: random search, finite-difference location ascent, dataset evaluation."""

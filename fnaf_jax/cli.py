@@ -1,0 +1,62 @@
+"""The ``fnaf`` command: one sub-command per module in ``fnaf_jax.commands``.
+
+Each command module defines ``register(subparsers)``, which adds its parser and sets
+``func`` (called with the parsed args; returns an exit status or None). Modules are
+imported only when listed here, and an ``FnafError`` becomes one clear line on stderr
+with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fnaf_jax import __version__
+from fnaf_jax.errors import FnafError
+
+COMMANDS = (
+    "synth",
+    "train",
+    "convert",
+    "reconstruct",
+    "evaluate",
+    "attack",
+    "report",
+    "reproduce",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fnaf",
+        description="Find the small features an MRI reconstruction model erases (FNAF).",
+    )
+    parser.add_argument("--version", action="version", version=f"fnaf-jax {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"fnaf_jax.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"fnaf_jax.commands.{name}":
+                raise
+            continue  # a command not written yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.func(args)
+    except FnafError as exc:
+        print(f"fnaf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fnaf {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``fnaf`` CLI; each module defines ``register(subparsers)``."""

@@ -1,0 +1,41 @@
+"""Architecture names -> model constructors, so a config dict alone rebuilds a model.
+
+A model config is a plain JSON-able dict: ``{"arch": NAME, **constructor kwargs}``.
+Constructors are imported lazily so that importing one architecture never pulls in
+the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from flax import nnx
+
+from fnaf_jax.errors import ConfigError
+
+# name -> "module:callable"; the callable takes the config's kwargs and ``rngs``.
+ARCHITECTURES = {
+    "unet": "fnaf_jax.models.unet:Unet",
+    "unet-v0": "fnaf_jax.models.unet:UnetV0",
+    "irim": "fnaf_jax.models.irim:IRIM",
+}
+
+
+def resolve(arch: str):
+    """The constructor registered under ``arch``; a clear error for unknown names."""
+    try:
+        target = ARCHITECTURES[arch]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ConfigError(f"unknown architecture {arch!r}; known: {known}") from None
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_model(config: dict, rngs: nnx.Rngs | None = None):
+    """Build the model described by ``config`` (``{"arch": ..., **kwargs}``)."""
+    if "arch" not in config:
+        raise ConfigError(f"model config has no 'arch' entry: {config!r}")
+    kwargs = {k: v for k, v in config.items() if k != "arch"}
+    constructor = resolve(config["arch"])
+    return constructor(**kwargs, rngs=rngs if rngs is not None else nnx.Rngs(0))

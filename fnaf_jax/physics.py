@@ -1,0 +1,74 @@
+"""Single-coil MRI physics: centred orthonormal FFTs, crops and column under-sampling.
+
+All functions are pure ``jnp`` and act on the last two axes, so they compose with
+``jit`` and ``vmap``. Conventions follow fastMRI: ``fft2c(x) =
+fftshift(fft2(ifftshift(x), norm="ortho"))``; shifts use ``n // 2`` (fftshift) and
+``(n + 1) // 2`` (ifftshift), which matters for odd sizes.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+_AXES = (-2, -1)
+
+
+def fft2c(image):
+    """Centred orthonormal 2-D FFT over the last two axes (image -> k-space)."""
+    x = jnp.fft.ifftshift(jnp.asarray(image), axes=_AXES)
+    x = jnp.fft.fft2(x, axes=_AXES, norm="ortho")
+    return jnp.fft.fftshift(x, axes=_AXES)
+
+
+def ifft2c(kspace):
+    """Centred orthonormal inverse 2-D FFT over the last two axes (k-space -> image)."""
+    x = jnp.fft.ifftshift(jnp.asarray(kspace), axes=_AXES)
+    x = jnp.fft.ifft2(x, axes=_AXES, norm="ortho")
+    return jnp.fft.fftshift(x, axes=_AXES)
+
+
+def _crop_start(n: int, size: int, axis_name: str) -> int:
+    if size > n:
+        raise ValueError(f"cannot crop {axis_name} of size {n} to {size}")
+    return (n - size) // 2
+
+
+def center_crop(x, shape):
+    """Centre crop of the last two axes to ``shape = (h, w)``; start at ``(n - s) // 2``."""
+    h, w = shape
+    top = _crop_start(x.shape[-2], h, "rows")
+    left = _crop_start(x.shape[-1], w, "columns")
+    return x[..., top : top + h, left : left + w]
+
+
+def complex_center_crop(x, shape):
+    """Centre crop of a complex array (native complex dtype: same as ``center_crop``)."""
+    return center_crop(x, shape)
+
+
+def complex_abs(x):
+    """Magnitude of a complex array (native complex dtype)."""
+    return jnp.abs(x)
+
+
+def apply_column_mask(kspace, mask):
+    """Zero the k-space columns where ``mask`` is 0. ``mask`` has shape (..., W)."""
+    mask = jnp.asarray(mask)
+    return kspace * mask[..., None, :].astype(kspace.dtype)
+
+
+def undersample(image, mask):
+    """``U(x) = ifft2c(M * fft2c(x))`` for a real or complex image (..., H, W).
+
+    ``mask`` (..., W) selects k-space columns. Linear in ``image``, so
+    ``U(y + d) = U(y) + U(d)``; returns complex64 (complex128 for float64 input).
+    """
+    image = jnp.asarray(image)
+    if not jnp.iscomplexobj(image):
+        image = image.astype(jnp.result_type(image.dtype, jnp.complex64))
+    return ifft2c(apply_column_mask(fft2c(image), mask))
+
+
+def zero_filled(kspace, mask, crop=(320, 320)):
+    """Zero-filled magnitude image: ``|center_crop(ifft2c(M * k))|``."""
+    return complex_abs(center_crop(ifft2c(apply_column_mask(kspace, mask)), crop))

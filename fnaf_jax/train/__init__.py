@@ -1,0 +1,1 @@
+"""Training: clean and FNAF-robust steps, the resumable loop, training checkpoints."""
