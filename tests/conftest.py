@@ -16,3 +16,17 @@ GOLDEN = Path(__file__).parent / "golden"
 @pytest.fixture(scope="session")
 def golden() -> Path:
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A small synthetic fastMRI single-coil set: 2 volumes x 3 slices, width 368.
+
+    file1000001.h5 is CORPD_FBK and file1000002.h5 CORPDFS_FBK (seed 0). Shared by
+    every test module; treat it as read-only.
+    """
+    from fnaf_jax.data.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_dataset(out, n_volumes=2, n_slices=3, width=368, seed=0)
+    return out

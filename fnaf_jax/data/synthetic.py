@@ -1,0 +1,239 @@
+"""Synthetic single-coil knee volumes written in exact fastMRI format.
+
+Each volume is made from a magnitude phantom (``fnaf_jax.data.phantom``) times a smooth
+phase and coil-like shading over the oversampled 640 x W field of view; ``kspace =
+fft2c(image) + complex Gaussian noise`` with the columns outside the encoding limits
+zeroed (as in real files), and ``reconstruction_esc = |center_crop_320(ifft2c(kspace))|``.
+Every random draw comes from ``numpy.random.default_rng([seed, volume_index, stream])``,
+so a volume depends only on the seed and its index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fnaf_jax import physics
+from fnaf_jax.data import phantom
+from fnaf_jax.errors import ConfigError
+
+HEIGHT = 640  # readout samples: 2x oversampled, as fastMRI knee data
+RECON = 320  # reconSpace matrix
+ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
+# systemModel strings as in fastMRI headers, with the field strength each reports.
+SCANNERS = {"Skyra": 2.89362, "Prisma_fit": 2.89362, "Biograph_mMR": 2.89362, "Aera": 1.494}
+FIRST_FILE_NUMBER = 1000001
+# Image-domain peak of the target and noise std relative to it, per acquisition.
+PEAK = {"CORPD_FBK": 3.0e-4, "CORPDFS_FBK": 1.2e-4}
+NOISE = {"CORPD_FBK": 0.012, "CORPDFS_FBK": 0.035}
+
+_STREAM_ANATOMY, _STREAM_NOISE, _STREAM_LESIONS, _STREAM_META = 0, 1, 2, 3
+
+
+@dataclass
+class SyntheticVolume:
+    """One volume: fastMRI datasets and attributes, plus planted lesion boxes."""
+
+    name: str
+    kspace: np.ndarray  # (S, 640, W) complex64
+    target: np.ndarray  # (S, 320, 320) float32
+    header: bytes
+    attrs: dict
+    annotations: list = field(default_factory=list)
+
+
+def file_name(index: int) -> str:
+    """fastMRI-style name of volume ``index`` (0-based): file1000001.h5, ..."""
+    return f"file{FIRST_FILE_NUMBER + index}.h5"
+
+
+def encoding_limits(width: int) -> tuple[int, int, int]:
+    """``(minimum, maximum, center)`` of kspace_encoding_step_1, like real files.
+
+    Real knee files acquire a few columns fewer than the matrix width and zero-pad the
+    rest; for W = 368 this gives (0, 359, 181), as in the golden file.
+    """
+    n_acquired = width - 8
+    return 0, n_acquired - 1, n_acquired // 2 + 1
+
+
+def acquired_columns(width: int) -> slice:
+    """Columns holding acquired data; fastMRI's SliceDataset padding_left/right."""
+    _, maximum, center = encoding_limits(width)
+    left = width // 2 - center
+    return slice(left, left + maximum + 1)
+
+
+def ismrmrd_header(width: int, n_slices: int, acquisition: str, system_model: str,
+                   measurement_id: str) -> bytes:
+    """A valid ISMRMRD XML header with the fields fastMRI tools read."""
+    minimum, maximum, center = encoding_limits(width)
+    field_t = SCANNERS[system_model]
+    larmor = round(42.577478 * 1e6 * field_t)
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.ismrm.org/ISMRMRD ismrmrd.xsd">
+  <studyInformation>
+    <studyTime>00:00:00</studyTime>
+  </studyInformation>
+  <measurementInformation>
+    <measurementID>{measurement_id}</measurementID>
+    <patientPosition>HFS</patientPosition>
+    <protocolName>{acquisition}</protocolName>
+  </measurementInformation>
+  <acquisitionSystemInformation>
+    <systemVendor>SIEMENS</systemVendor>
+    <systemModel>{system_model}</systemModel>
+    <systemFieldStrength_T>{field_t}</systemFieldStrength_T>
+    <receiverChannels>1</receiverChannels>
+  </acquisitionSystemInformation>
+  <experimentalConditions>
+    <H1resonanceFrequency_Hz>{larmor}</H1resonanceFrequency_Hz>
+  </experimentalConditions>
+  <encoding>
+    <encodedSpace>
+      <matrixSize>
+        <x>{HEIGHT}</x>
+        <y>{width}</y>
+        <z>1</z>
+      </matrixSize>
+      <fieldOfView_mm>
+        <x>280</x>
+        <y>{140 * width / RECON:.1f}</y>
+        <z>4.5</z>
+      </fieldOfView_mm>
+    </encodedSpace>
+    <reconSpace>
+      <matrixSize>
+        <x>{RECON}</x>
+        <y>{RECON}</y>
+        <z>1</z>
+      </matrixSize>
+      <fieldOfView_mm>
+        <x>140</x>
+        <y>140</y>
+        <z>3</z>
+      </fieldOfView_mm>
+    </reconSpace>
+    <trajectory>cartesian</trajectory>
+    <encodingLimits>
+      <kspace_encoding_step_1>
+        <minimum>{minimum}</minimum>
+        <maximum>{maximum}</maximum>
+        <center>{center}</center>
+      </kspace_encoding_step_1>
+      <kspace_encoding_step_2>
+        <minimum>0</minimum>
+        <maximum>0</maximum>
+        <center>0</center>
+      </kspace_encoding_step_2>
+      <slice>
+        <minimum>0</minimum>
+        <maximum>{n_slices - 1}</maximum>
+        <center>{n_slices // 2}</center>
+      </slice>
+    </encodingLimits>
+  </encoding>
+</ismrmrdHeader>
+""".encode()
+
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, stream])
+
+
+def _smooth_phase(rng, n_slices, height, width):
+    """Low-order polynomial phase, varying slowly across slices (radians)."""
+    yy = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+    xx = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    c = rng.normal(0.0, [0.3, 0.8, 0.8, 0.4, 0.4, 0.3])
+    drift = rng.normal(0.0, 0.05, size=n_slices)[:, None, None]
+    base = c[0] + c[1] * yy + c[2] * xx + c[3] * yy * yy + c[4] * xx * xx + c[5] * xx * yy
+    return (base[None] + drift * np.arange(n_slices)[:, None, None]).astype(np.float32)
+
+
+def _coil_shading(rng, height, width):
+    """Smooth receive sensitivity: bright near one side, falling off along the readout."""
+    yy = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+    xx = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
+    cy, cx = rng.normal(0, 0.05), rng.uniform(-0.6, 0.6)
+    radial = np.exp(-((yy - cy) / 0.55) ** 2)  # coil covers the central half of the FOV
+    lateral = 1.0 + 0.25 * np.tanh(2 * (xx * np.sign(cx) + abs(cx) - 0.5))
+    return (radial * lateral).astype(np.float32)
+
+
+def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
+                lesions: bool = False, acquisition: str | None = None) -> SyntheticVolume:
+    """Generate volume ``index`` of the set with ``seed`` (in memory)."""
+    if n_slices < 1:
+        raise ConfigError(f"synthetic data: n_slices must be >= 1, got {n_slices}")
+    if width < RECON:
+        raise ConfigError(f"synthetic data: width must be >= {RECON}, got {width}")
+    meta_rng = _rng(seed, index, _STREAM_META)
+    acquisition = acquisition or ACQUISITIONS[index % 2]
+    system_model = str(meta_rng.choice(list(SCANNERS)))
+    patient_id = hashlib.sha256(f"fnaf-synth-{seed}-{index}".encode()).hexdigest()
+
+    anatomy_rng = _rng(seed, index, _STREAM_ANATOMY)
+    magnitude = phantom.knee_volume(anatomy_rng, n_slices, HEIGHT, width,
+                                    fat_suppressed=acquisition == "CORPDFS_FBK")
+    annotations: list = []
+    shading = _coil_shading(anatomy_rng, HEIGHT, width)
+    phase = _smooth_phase(anatomy_rng, n_slices, HEIGHT, width)
+    image = (magnitude * shading) * np.exp(1j * phase)
+    image *= PEAK[acquisition] / max(float(np.abs(image).max()), 1e-30)
+
+    noise_rng = _rng(seed, index, _STREAM_NOISE)
+    sigma = NOISE[acquisition] * PEAK[acquisition] / np.sqrt(2.0)
+    noise = noise_rng.standard_normal((2, n_slices, HEIGHT, width), dtype=np.float32) * sigma
+    kspace = np.asarray(physics.fft2c(image.astype(np.complex64)))
+    kspace = kspace + (noise[0] + 1j * noise[1])
+    keep = np.zeros(width, bool)
+    keep[acquired_columns(width)] = True
+    kspace = (kspace * keep).astype(np.complex64)
+
+    target = np.asarray(
+        physics.complex_abs(physics.center_crop(physics.ifft2c(kspace), (RECON, RECON))),
+        dtype=np.float32,
+    )
+    attrs = {
+        "acquisition": acquisition,
+        "max": np.float64(target.max()),
+        "norm": np.float64(np.linalg.norm(target.astype(np.float64))),
+        "patient_id": patient_id,
+    }
+    header = ismrmrd_header(width, n_slices, acquisition, system_model, f"synthetic_{seed}_{index}")
+    return SyntheticVolume(file_name(index), kspace, target, header, attrs, annotations)
+
+
+def write_volume(path: Path, volume: SyntheticVolume) -> Path:
+    """Write one volume as a fastMRI single-coil HDF5 file (uncompressed, like real ones)."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("ismrmrd_header", data=np.bytes_(volume.header))
+        f.create_dataset("kspace", data=volume.kspace)
+        f.create_dataset("reconstruction_esc", data=volume.target)
+        for key, value in volume.attrs.items():
+            f.attrs[key] = value
+    return path
+
+
+def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 368,
+                  seed: int = 0, lesions: bool = False, progress: bool = False) -> list[Path]:
+    """Write ``n_volumes`` synthetic fastMRI files into ``out_dir``; returns their paths."""
+    if n_volumes < 1:
+        raise ConfigError(f"synthetic data: n_volumes must be >= 1, got {n_volumes}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    indices = range(n_volumes)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="synth", unit="volume")
+    paths = []
+    for i in indices:
+        volume = make_volume(i, n_slices, width, seed, lesions)
+        paths.append(write_volume(out_dir / volume.name, volume))
+    return paths
