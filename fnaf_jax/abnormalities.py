@@ -23,12 +23,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from scipy.ndimage import uniform_filter
 
+from fnaf_jax import metrics
 from fnaf_jax.data.annotations import Annotation, box_mask, by_slice
 from fnaf_jax.errors import DataError
-
-WIN, K1, K2 = 7, 0.01, 0.03
 
 
 @dataclass(frozen=True)
@@ -43,15 +41,12 @@ class RegionScore:
 
 
 def ssim_map(gt: np.ndarray, pred: np.ndarray, data_range: float) -> np.ndarray:
-    """Per-pixel SSIM of two (H, W) images, as scikit-image / fastMRI compute it before
-    averaging (uniform 7x7 window, reflect padding, sample covariance)."""
-    gt, pred = np.asarray(gt, np.float64), np.asarray(pred, np.float64)
-    ux, uy = uniform_filter(gt, WIN), uniform_filter(pred, WIN)
-    uxx, uyy, uxy = uniform_filter(gt * gt, WIN), uniform_filter(pred * pred, WIN), uniform_filter(gt * pred, WIN)
-    cov_norm = WIN * WIN / (WIN * WIN - 1)  # sample covariance
-    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
-    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    return ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    """Full-size (H, W) SSIM map of two images: ``fnaf_jax.metrics.ssim_map`` (which keeps
+    only windows inside the image) on copies mirrored by 3 pixels, so that boxes touching
+    the border get values too; the mirroring is scikit-image's reflect padding."""
+    pad = (metrics.WIN_SIZE - 1) // 2
+    return metrics.ssim_map(np.pad(np.asarray(gt, np.float64), pad, mode="symmetric"),
+                            np.pad(np.asarray(pred, np.float64), pad, mode="symmetric"), data_range)
 
 
 def region_nmse(gt: np.ndarray, pred: np.ndarray, region: np.ndarray) -> float:
