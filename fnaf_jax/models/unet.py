@@ -1,0 +1,331 @@
+"""fastMRI's U-Net and the 2020 "v0" U-Net of the FNAF code, as Flax NNX modules.
+
+Both take and return NHWC float32 images of any height and width (at least
+``2**num_pool_layers``) and follow their PyTorch originals layer for layer, so that
+converted weights (``fnaf_jax.models.convert``) give the same outputs:
+
+* ``Unet``: ``fastmri.models.Unet`` (fastmri 0.3.0). Conv blocks of [3x3 conv without
+  bias, instance norm, LeakyReLU 0.2, channel dropout] x 2, average pooling, 2x2
+  stride-2 transposed convs, reflect padding when odd sizes leave the up-sampled map
+  one pixel short, a final 1x1 conv with bias.
+* ``UnetV0``: the 2020 U-Net that the FNAF code trains (see tests/golden/README.md):
+  convs with bias, ReLU, max pooling, bilinear resizing to the skip's size, a head of
+  three 1x1 convs.
+
+Dropout is channel dropout (``Dropout2d``). Models are built in evaluation mode
+(dropout off): call ``model.train()`` before training steps and ``model.eval()`` after.
+The dropout RNG stream is the ``dropout`` stream of the ``rngs`` given (falling back to
+``default``), kept only when ``drop_prob > 0``.
+
+Initialisation follows PyTorch's defaults (uniform in +-1/sqrt(fan_in)), so training
+from scratch starts where the reference recipe does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.normalize import normalize_instance, unnormalize
+from fnaf_jax.physics import complex_abs
+
+# float32 convs on accelerators default to reduced-precision passes; parity with the
+# PyTorch references needs full float32 products.
+PRECISION = jax.lax.Precision.HIGHEST
+INSTANCE_NORM_EPS = 1e-5
+
+# torch's default conv init, kaiming_uniform(a=sqrt(5)), is U(+-1/sqrt(fan_in)).
+_torch_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+# torch's ConvTranspose2d takes fan_in from the weight's axis 1, which is the OUTPUT
+# channel axis; our (kh, kw, in, out) kernel has it last.
+_torch_transpose_kernel_init = nnx.initializers.variance_scaling(
+    1.0 / 3.0, "fan_in", "uniform", in_axis=-1, out_axis=-2
+)
+
+
+def _torch_bias_init(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _conv(in_chans: int, out_chans: int, kernel: int, *, bias: bool, rngs: nnx.Rngs) -> nnx.Conv:
+    """A torch-like ``Conv2d(kernel, padding=kernel//2)`` in NHWC (kernel HWIO)."""
+    pad = kernel // 2
+    return nnx.Conv(
+        in_chans,
+        out_chans,
+        (kernel, kernel),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=bias,
+        precision=PRECISION,
+        kernel_init=_torch_kernel_init,
+        bias_init=_torch_bias_init(in_chans * kernel * kernel),
+        rngs=rngs,
+    )
+
+
+def _dropout2d(drop_prob: float, rngs: nnx.Rngs) -> nnx.Dropout:
+    # Broadcasting the mask over H and W drops whole channels, as torch's Dropout2d.
+    return nnx.Dropout(
+        drop_prob,
+        broadcast_dims=(1, 2),
+        deterministic=True,
+        rngs=rngs if drop_prob > 0 else None,
+    )
+
+
+def instance_norm(x, eps: float = INSTANCE_NORM_EPS):
+    """``InstanceNorm2d`` without affine parameters: per sample and channel, biased variance."""
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    centered = x - mean
+    var = jnp.square(centered).mean(axis=(1, 2), keepdims=True)
+    return centered * jax.lax.rsqrt(var + eps)
+
+
+def _activation(x, negative_slope: float):
+    return jax.nn.relu(x) if negative_slope == 0 else jax.nn.leaky_relu(x, negative_slope)
+
+
+class ConvBlock(nnx.Module):
+    """[3x3 conv, instance norm, (leaky) ReLU, channel dropout] x 2."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        drop_prob: float,
+        *,
+        bias: bool,
+        negative_slope: float,
+        rngs: nnx.Rngs,
+    ):
+        self.conv1 = _conv(in_chans, out_chans, 3, bias=bias, rngs=rngs)
+        self.conv2 = _conv(out_chans, out_chans, 3, bias=bias, rngs=rngs)
+        self.dropout = _dropout2d(drop_prob, rngs)
+        self.negative_slope = negative_slope
+
+    def __call__(self, x):
+        for conv in (self.conv1, self.conv2):
+            x = self.dropout(_activation(instance_norm(conv(x)), self.negative_slope))
+        return x
+
+
+def upsample_2x2(x, kernel):
+    """``ConvTranspose2d(kernel_size=2, stride=2)`` without bias; ``kernel`` is (2, 2, in, out).
+
+    With stride equal to the kernel size the output pixels do not overlap:
+    ``out[2i+a, 2j+b, o] = sum_c x[i, j, c] * kernel[a, b, c, o]``, one matmul and a reshape.
+    """
+    n, h, w, _ = x.shape
+    y = jnp.einsum("nhwc,abco->nhawbo", x, kernel, precision=PRECISION)
+    return y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
+
+
+class TransposeConvBlock(nnx.Module):
+    """2x2 stride-2 transposed conv (no bias), instance norm, LeakyReLU 0.2."""
+
+    def __init__(self, in_chans: int, out_chans: int, *, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(_torch_transpose_kernel_init(rngs.params(), (2, 2, in_chans, out_chans)))
+
+    def __call__(self, x):
+        return jax.nn.leaky_relu(instance_norm(upsample_2x2(x, self.kernel[...])), 0.2)
+
+
+def _pool_2x2(x, reduce):
+    """2x2 stride-2 pooling; odd rows/columns at the bottom/right are dropped (floor)."""
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return reduce(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def avg_pool_2x2(x):
+    return _pool_2x2(x, jnp.mean)
+
+
+def max_pool_2x2(x):
+    return _pool_2x2(x, jnp.max)
+
+
+def _linear_taps(n_in: int, n_out: int):
+    """Source indices and weights of torch's linear resize (align_corners=False, no antialias).
+
+    Computed on the host in float32 as torch does: ``src = max((dst + 0.5) * n_in / n_out - 0.5, 0)``.
+    """
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    i0 = np.minimum(np.floor(src).astype(np.int32), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def resize_bilinear(x, height: int, width: int):
+    """``F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)`` in NHWC."""
+    for axis, size in ((1, height), (2, width)):
+        i0, i1, lam = _linear_taps(x.shape[axis], size)
+        lam = lam.reshape((-1,) + (1,) * (x.ndim - axis - 1))
+        x = jnp.take(x, i0, axis=axis) * (1 - lam) + jnp.take(x, i1, axis=axis) * lam
+    return x
+
+
+def _check_input(name: str, x, in_chans: int, num_pool_layers: int):
+    if x.ndim != 4 or x.shape[-1] != in_chans:
+        raise DataError(f"{name}: expected an NHWC input with {in_chans} channel(s), got shape {x.shape}")
+    smallest = 2**num_pool_layers
+    if min(x.shape[1:3]) < smallest:
+        raise DataError(
+            f"{name}: input of {x.shape[1]}x{x.shape[2]} pixels is too small for "
+            f"{num_pool_layers} pooling layers (need at least {smallest}x{smallest})"
+        )
+
+
+class _ZScoredReconstruction:
+    """``reconstruct`` shared by both U-Nets: z-score ``|u|`` per sample, run, undo it."""
+
+    def reconstruct(self, u, mask=None, metadata=None):
+        """``(N, H, W)`` zero-filled complex image -> ``(N, H, W)`` magnitude in the units of ``|u|``.
+
+        ``mask`` and ``metadata`` are accepted for the common interface and unused.
+        """
+        if self.in_chans != 1 or self.out_chans != 1:
+            raise ConfigError(
+                f"{type(self).__name__}.reconstruct needs in_chans = out_chans = 1, "
+                f"got {self.in_chans} and {self.out_chans}"
+            )
+        magnitude = complex_abs(jnp.asarray(u)).astype(jnp.float32)
+        z, mean, std = normalize_instance(magnitude)
+        out = self(z[..., None])[..., 0]
+        return unnormalize(out, mean, std)
+
+
+class Unet(_ZScoredReconstruction, nnx.Module):
+    """fastMRI's U-Net (``fastmri.models.Unet``), NHWC."""
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        out_chans: int = 1,
+        chans: int = 32,
+        num_pool_layers: int = 4,
+        drop_prob: float = 0.0,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        _check_sizes("unet", in_chans, out_chans, chans, num_pool_layers, drop_prob)
+        self.in_chans, self.out_chans = in_chans, out_chans
+        self.chans, self.num_pool_layers, self.drop_prob = chans, num_pool_layers, drop_prob
+
+        def block(cin, cout):
+            return ConvBlock(cin, cout, drop_prob, bias=False, negative_slope=0.2, rngs=rngs)
+
+        down = [block(in_chans, chans)]
+        ch = chans
+        for _ in range(num_pool_layers - 1):
+            down.append(block(ch, ch * 2))
+            ch *= 2
+        self.down_sample_layers = nnx.List(down)
+        self.conv = block(ch, ch * 2)
+        transpose, up = [], []
+        for _ in range(num_pool_layers):
+            transpose.append(TransposeConvBlock(ch * 2, ch, rngs=rngs))
+            up.append(block(ch * 2, ch))
+            ch //= 2
+        self.up_transpose_conv = nnx.List(transpose)
+        self.up_conv = nnx.List(up)
+        self.final = _conv(chans, out_chans, 1, bias=True, rngs=rngs)
+
+    def __call__(self, x):
+        _check_input("Unet", x, self.in_chans, self.num_pool_layers)
+        skips = []
+        for layer in self.down_sample_layers:
+            x = layer(x)
+            skips.append(x)
+            x = avg_pool_2x2(x)
+        x = self.conv(x)
+        for transpose_conv, conv in zip(self.up_transpose_conv, self.up_conv):
+            skip = skips.pop()
+            x = transpose_conv(x)
+            # Odd sizes were floored by the pooling: mirror one row/column back.
+            pad_h, pad_w = skip.shape[1] - x.shape[1], skip.shape[2] - x.shape[2]
+            if pad_h or pad_w:
+                x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+            x = conv(jnp.concatenate([x, skip], axis=-1))
+        return self.final(x)
+
+
+class UnetV0(_ZScoredReconstruction, nnx.Module):
+    """The 2020 U-Net of the FNAF code (``UnetModel``), NHWC."""
+
+    def __init__(
+        self,
+        in_chans: int = 1,
+        out_chans: int = 1,
+        chans: int = 32,
+        num_pool_layers: int = 4,
+        drop_prob: float = 0.0,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        _check_sizes("unet-v0", in_chans, out_chans, chans, num_pool_layers, drop_prob)
+        self.in_chans, self.out_chans = in_chans, out_chans
+        self.chans, self.num_pool_layers, self.drop_prob = chans, num_pool_layers, drop_prob
+
+        def block(cin, cout):
+            return ConvBlock(cin, cout, drop_prob, bias=True, negative_slope=0.0, rngs=rngs)
+
+        down = [block(in_chans, chans)]
+        ch = chans
+        for _ in range(num_pool_layers - 1):
+            down.append(block(ch, ch * 2))
+            ch *= 2
+        self.down_sample_layers = nnx.List(down)
+        self.conv = block(ch, ch)  # the bottleneck keeps the width (unlike fastMRI's Unet)
+        up = []
+        for _ in range(num_pool_layers - 1):
+            up.append(block(ch * 2, ch // 2))
+            ch //= 2
+        up.append(block(ch * 2, ch))
+        self.up_sample_layers = nnx.List(up)
+        self.head = nnx.List(
+            [
+                _conv(ch, ch // 2, 1, bias=True, rngs=rngs),
+                _conv(ch // 2, out_chans, 1, bias=True, rngs=rngs),
+                _conv(out_chans, out_chans, 1, bias=True, rngs=rngs),
+            ]
+        )
+
+    def __call__(self, x):
+        _check_input("UnetV0", x, self.in_chans, self.num_pool_layers)
+        skips = []
+        for layer in self.down_sample_layers:
+            x = layer(x)
+            skips.append(x)
+            x = max_pool_2x2(x)
+        x = self.conv(x)
+        for layer in self.up_sample_layers:
+            skip = skips.pop()
+            x = resize_bilinear(x, skip.shape[1], skip.shape[2])
+            x = layer(jnp.concatenate([x, skip], axis=-1))
+        for conv in self.head:  # no activation between the 1x1 convs, as in the original
+            x = conv(x)
+        return x
+
+
+def _check_sizes(arch, in_chans, out_chans, chans, num_pool_layers, drop_prob):
+    for name, value in (("in_chans", in_chans), ("out_chans", out_chans), ("chans", chans)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{arch}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(num_pool_layers, (int, np.integer)) or num_pool_layers < 1:
+        raise ConfigError(f"{arch}: num_pool_layers must be a positive integer, got {num_pool_layers!r}")
+    if arch == "unet-v0" and chans < 2:
+        raise ConfigError(f"{arch}: chans must be at least 2 (the head halves it), got {chans}")
+    if not 0.0 <= float(drop_prob) < 1.0:
+        raise ConfigError(f"{arch}: drop_prob must be in [0, 1), got {drop_prob!r}")
