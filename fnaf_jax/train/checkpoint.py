@@ -1,0 +1,89 @@
+"""Resumable training checkpoints: Orbax ``CheckpointManager`` under ``WORKDIR/checkpoints``.
+
+Each checkpoint (one per saved step) holds the training state ``{"params", "rest",
+"opt_state"}`` and a small JSON record of the loop (step, last validated epoch, best
+validation loss). Typed PRNG keys (NNX RNG streams) are stored as their raw key data and
+re-wrapped on restore. Restoring needs a template state of the same structure (a freshly
+initialised one), so the arrays come back with the template's shardings and dtypes.
+
+These are training checkpoints; the model checkpoints users pass around
+(``WORKDIR/best``, ``WORKDIR/last``) are written by ``fnaf_jax.models.store.save_model``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fnaf_jax.errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_storable(tree):
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _from_storable(restored, template):
+    def back(r, t):
+        if _is_key(t):
+            return jax.device_put(jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)),
+                                  t.sharding)
+        return r
+
+    return jax.tree.map(back, restored, template)
+
+
+def _abstract(tree):
+    def spec(x):
+        sharding = getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+    return jax.tree.map(spec, _to_storable(tree))
+
+
+class TrainCheckpoints:
+    """Save and restore training states in ``workdir/checkpoints`` (a thin Orbax wrapper)."""
+
+    def __init__(self, workdir, max_to_keep: int = 2):
+        self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "loop"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: dict, loop: dict) -> None:
+        """Write ``state`` and the JSON-able ``loop`` record as checkpoint ``step`` (blocking)."""
+        if step in self.manager.all_steps():
+            return  # already saved (e.g. periodic save and end-of-epoch save coincide)
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_storable(state)),
+            loop=ocp.args.JsonSave(loop)))
+        self.manager.wait_until_finished()
+
+    def restore(self, template: dict, step: int | None = None) -> tuple[int, dict, dict]:
+        """``(step, state, loop)`` of checkpoint ``step`` (default: the latest)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{self.directory}: no training checkpoint to resume from")
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(template)),
+                loop=ocp.args.JsonRestore()))
+        except Exception as exc:  # orbax raises many types for corrupt or mismatched trees
+            raise CheckpointError(
+                f"{self.directory / str(step)}: cannot restore the training state ({exc}); "
+                "was it written by a run with another model config?") from exc
+        return step, _from_storable(restored["state"], template), dict(restored["loop"])
+
+    def close(self) -> None:
+        self.manager.close()
