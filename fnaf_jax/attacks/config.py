@@ -1,0 +1,87 @@
+"""Attack settings and the per-sample result every attack returns (SPEC sections 3, 4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fnaf_jax.errors import ConfigError
+from fnaf_jax.features import DEFAULT_FEATURES, Candidates, FeatureConfig
+from fnaf_jax.objective import ATTACK, ObjectiveConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    """Defaults are the paper's: K = 11, IP threshold 1e-4, gamma 1e-3, FD h 10, lr 1e5."""
+
+    k: int = 11  # random search: candidates per sample
+    ip_threshold: float = 1e-4  # reject a candidate whose IP is below this
+    gamma: float = 1e-3  # hit: accepted worst loss above this
+    fd_iterations: int = 2  # finite differences: 1 + iterations * 5 forward passes
+    fd_step: float = 10.0  # h: probes at p +- h/2
+    fd_lr: float = 1e5  # paper; the released code used 1e7
+    features: FeatureConfig = DEFAULT_FEATURES
+    objective: ObjectiveConfig = ATTACK
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ConfigError(f"attack k must be >= 1, got {self.k}")
+        if self.fd_iterations < 0 or self.fd_step <= 0:
+            raise ConfigError(f"finite differences need iterations >= 0 and step > 0, got "
+                              f"{self.fd_iterations}, {self.fd_step}")
+
+
+DEFAULT_ATTACK = AttackConfig()
+
+
+class AttackResult(NamedTuple):
+    """Outcome per sample (leading axis B); ``losses``/``ips``/``locations`` list every point scored."""
+
+    worst_loss: jax.Array  # (B,) loss of the chosen candidate
+    ip: jax.Array  # (B,) its information preservation
+    accepted: jax.Array  # (B,) bool: some scored candidate had IP >= threshold
+    hit: jax.Array  # (B,) bool: accepted and worst_loss > gamma
+    num_accepted: jax.Array  # (B,) int: accepted candidates among those scored
+    candidate: Candidates  # (B, 1, ...) the chosen (worst accepted) feature
+    losses: jax.Array  # (B, S)
+    ips: jax.Array  # (B, S)
+    locations: jax.Array  # (B, S, 2)
+
+
+def worst_of_k(loss, ip, ip_threshold: float = 1e-4):
+    """Index of the largest loss among accepted candidates (last axis), and whether any was.
+
+    When no candidate is accepted the index of the largest loss is returned anyway (for
+    the record), and ``accepted`` says not to count it.
+    """
+    ok = ip >= ip_threshold
+    accepted = ok.any(axis=-1)
+    best_ok = jnp.argmax(jnp.where(ok, loss, -jnp.inf), axis=-1)
+    return jnp.where(accepted, best_ok, jnp.argmax(loss, axis=-1)), accepted
+
+
+def take_candidate(candidates: Candidates, index) -> Candidates:
+    """Candidate ``index[b]`` of each sample, kept as a (B, 1, ...) batch."""
+    return jax.tree.map(lambda a: jnp.take_along_axis(a, index.reshape(-1, 1, *([1] * (a.ndim - 2))), axis=1),
+                        candidates)
+
+
+def summarize(losses, ips, candidates: Candidates, cfg: AttackConfig) -> AttackResult:
+    """Pick the worst accepted of all scored ``candidates`` (B, S) and decide hits."""
+    index, accepted = worst_of_k(losses, ips, cfg.ip_threshold)
+    worst = jnp.take_along_axis(losses, index[:, None], axis=1)[:, 0]
+    ip = jnp.take_along_axis(ips, index[:, None], axis=1)[:, 0]
+    return AttackResult(
+        worst_loss=worst,
+        ip=ip,
+        accepted=accepted,
+        hit=accepted & (worst > cfg.gamma),
+        num_accepted=(ips >= cfg.ip_threshold).sum(axis=-1),
+        candidate=take_candidate(candidates, index),
+        losses=losses,
+        ips=ips,
+        locations=candidates.location,
+    )
