@@ -29,22 +29,27 @@ import h5py
 import numpy as np
 
 from fnaf_jax.data.header import Header, HeaderError, metadata_onehot, parse_header
+from fnaf_jax.data.loader import make_loader  # DESIGN.md names it beside the dataset
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.normalize import EPS, normalize, normalize_instance
+from fnaf_jax.masks import file_seed
+from fnaf_jax.normalize import normalize, normalize_instance
 from fnaf_jax.physics import center_crop
 
-__all__ = ["SliceDataset", "Volume", "scan_volume", "metadata_onehot", "file_seed",
-           "TRANSFORMS"]
+__all__ = [
+    "TRANSFORMS",
+    "SliceDataset",
+    "Volume",
+    "file_seed",
+    "ifft2c_np",
+    "make_loader",
+    "metadata_onehot",
+    "scan_volume",
+]
 
 log = logging.getLogger(__name__)
 
 TRANSFORMS = ("unet", "raw")
 RECONS_KEY = {"singlecoil": "reconstruction_esc"}
-
-
-def file_seed(fname: str) -> tuple[int, ...]:
-    """fastMRI's validation mask seed: the code points of the file name (with ".h5")."""
-    return tuple(map(ord, fname))
 
 
 @dataclass(frozen=True)

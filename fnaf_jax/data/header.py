@@ -110,3 +110,32 @@ def metadata_onehot(acquisition: str, system_model: str, strict: bool = True) ->
         return out
     out[slot] = 1.0
     return out
+
+
+def header_xml(encoding_size=(640, 368, 1), recon_size=(320, 320, 1), center=None,
+               maximum=None, system_model="Skyra", omit=()) -> bytes:
+    """A minimal ISMRMRD header holding the fields ``parse_header`` reads.
+
+    For writing small files in tests and tools. ``center``/``maximum`` default to a
+    fully acquired width; ``omit`` names elements to leave out ("encodedSpace",
+    "reconSpace", "kspace_encoding_step_1", "systemModel") to make broken headers.
+    """
+    width = encoding_size[1]
+    center = width // 2 if center is None else center
+    maximum = width - 1 if maximum is None else maximum
+
+    def size(tag, xyz):
+        if tag in omit:
+            return ""
+        x, y, z = xyz
+        return f"<{tag}><matrixSize><x>{x}</x><y>{y}</y><z>{z}</z></matrixSize></{tag}>"
+
+    limits = ("" if "kspace_encoding_step_1" in omit else
+              f"<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>"
+              f"{maximum}</maximum><center>{center}</center></kspace_encoding_step_1>"
+              f"</encodingLimits>")
+    model = "" if "systemModel" in omit else f"<systemModel>{system_model}</systemModel>"
+    return (f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="{NAMESPACE}">'
+            f"<acquisitionSystemInformation>{model}</acquisitionSystemInformation>"
+            f"<encoding>{size('encodedSpace', encoding_size)}"
+            f"{size('reconSpace', recon_size)}{limits}</encoding></ismrmrdHeader>").encode()

@@ -16,7 +16,7 @@ import numpy as np
 
 from fnaf_jax.errors import ConfigError, DataError
 
-__all__ = ["SliceSource", "epoch_order", "collate", "make_loader", "Loader"]
+__all__ = ["Loader", "SliceSource", "collate", "epoch_order", "make_loader"]
 
 
 class SliceSource:
