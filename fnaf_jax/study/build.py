@@ -1,0 +1,91 @@
+"""Assemble a study's stages from a preset and run them (``fnaf reproduce``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fnaf_jax.study import stages as st
+from fnaf_jax.study.pipeline import Pipeline, Stage
+
+
+def make_layout(out: Path, preset: dict, data: Path | None) -> st.Layout:
+    if data is None:
+        d = preset["data"]
+        for key in ("train_volumes", "val_volumes", "slices", "width"):
+            if key not in d:
+                from fnaf_jax.errors import ConfigError
+
+                raise ConfigError(f"preset {preset['name']!r} has no synthetic data settings "
+                                  f"(data.{key}); give --data DIR")
+        return st.Layout(out, out / "data", "singlecoil_train", "singlecoil_val")
+    root, train, val = st.find_data_root(Path(data), preset)
+    return st.Layout(out, root.absolute(), train, val)
+
+
+def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
+    from fnaf_jax.study import figures, results, summary
+
+    accs = [a for a, _ in st.eval_accs(preset)]
+
+    def run():
+        res = results.gather(layout, accs, st.MODELS, st.METHODS)
+        layout.tables.mkdir(parents=True, exist_ok=True)
+        (layout.tables / "results.json").write_text(json.dumps(
+            {k: {str(m): v for m, v in tree.items()} for k, tree in res.items()},
+            indent=1, default=str))
+        figs = figures.make_figures(layout, preset, accs)
+        t4 = layout.tables / "table4" / "table4.md"
+        timings = {}
+        for stage in pipeline_ref[0].stages:
+            marker = pipeline_ref[0].marker(stage.name)
+            if marker.is_file():
+                timings[stage.name] = json.loads(marker.read_text()).get("seconds", 0.0)
+        notes = [f"Data: `{layout.data_root}` ({layout.train_split} / {layout.val_split}).",
+                 f"Preset file: `{preset.get('_path')}`."]
+        summary.write_report(layout.out, res, preset, figs,
+                             t4.read_text() if t4.is_file() else None, timings, notes)
+
+    after = [f"attack_{m}" for m in st.MODELS] + ["evaluate", "transfer", "table4"]
+    return Stage("report", run, {"version": 1}, outputs=[], after=after, weight=0.3)
+
+
+def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotations=None,
+                   log=None) -> Pipeline:
+    out = Path(out).absolute()
+    layout = make_layout(out, preset, data)
+    preset = dict(preset, _synthetic=data is None)
+    stages: list[Stage] = []
+    if data is None:
+        stages.append(st.data_stage(layout, preset))
+    stages.append(st.train_stage(layout, preset, "unet"))
+    stages.append(st.train_stage(layout, preset, "robust"))
+    if preset["irim"].get("source", "train") == "convert":
+        stages.append(st.convert_irim_stage(layout, irim_checkpoint))
+    else:
+        stages.append(st.train_stage(layout, preset, "irim"))
+    stages += [st.reconstruct_stage(layout, preset, m) for m in st.MODELS]
+    stages.append(st.evaluate_stage(layout, preset))
+    stages += [st.attack_stage(layout, preset, m) for m in st.MODELS]
+    stages.append(st.transfer_stage(layout, preset))
+    stages.append(st.table4_stage(layout, preset, Path(annotations) if annotations else None))
+    ref: list = []
+    stages.append(report_stage(layout, preset, ref))
+    pipeline = Pipeline(out, stages, log=log)
+    ref.append(pipeline)
+    return pipeline
+
+
+def reproduce(preset: dict, out, data=None, irim_checkpoint=None, annotations=None, log=None,
+              targets=None) -> dict:
+    """Run the study (or only ``targets`` and the stages they need) under ``out``."""
+    pipeline = build_pipeline(preset, out, data, irim_checkpoint, annotations, log)
+    (pipeline.out_dir).mkdir(parents=True, exist_ok=True)
+    (pipeline.out_dir / "preset.json").write_text(json.dumps(preset, indent=1))
+    t0 = time.monotonic()
+    pipeline.log(f"fnaf reproduce: preset {preset['name']!r}, {len(pipeline.stages)} stages, "
+                 f"out {pipeline.out_dir}")
+    status = pipeline.run(targets)
+    return {"status": status, "seconds": time.monotonic() - t0,
+            "report": str(pipeline.out_dir / "report.md"), "pipeline": pipeline}
