@@ -86,12 +86,18 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-    """Copy a pytree of arrays onto every device of the mesh."""
+    """Copy a pytree of host-identical arrays onto every device of the mesh."""
     sharding = replicated(mesh)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_callback(np.shape(x), sharding,
-                                               lambda idx, v=np.asarray(x): v[idx])
-        if not _is_key(x) else jax.device_put(x, sharding), tree)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):  # multi-host: each process supplies its (identical) copy
+        if _is_key(x):
+            return jax.device_put(x, sharding)
+        value = np.asarray(x)
+        return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+    return jax.tree.map(put, tree)
 
 
 def _is_key(x) -> bool:

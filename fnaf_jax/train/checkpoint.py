@@ -64,7 +64,9 @@ class TrainCheckpoints:
     def save(self, step: int, state: dict, loop: dict) -> None:
         """Write ``state`` and the JSON-able ``loop`` record as checkpoint ``step`` (blocking)."""
         if step in self.manager.all_steps():
-            return  # already saved (e.g. periodic save and end-of-epoch save coincide)
+            # e.g. a periodic save at the last step of an epoch, now with the validation
+            # record: the newer save wins
+            self.manager.delete(step)
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(_to_storable(state)),
             loop=ocp.args.JsonSave(loop)))

@@ -23,10 +23,11 @@ MASK_TYPES = ("random", "equispaced", "equispaced_fraction")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # data: DATA/TRAIN_SPLIT and DATA/VAL_SPLIT hold fastMRI single-coil h5 files
+    # data: DATA/TRAIN_SPLIT and DATA/VAL_SPLIT hold fastMRI single-coil h5 files. None =
+    # auto: singlecoil_train|train (singlecoil_val|val), else DATA itself (smoke sets)
     data: str = ""
-    train_split: str = "singlecoil_train"
-    val_split: str = "singlecoil_val"
+    train_split: str | None = None
+    val_split: str | None = None
     limit_train: int | None = None  # use only the first N training slices (smoke runs)
     limit_val: int | None = None  # use only the first N validation slices
     crop: int | None = None  # centre-crop training images to crop x crop (speed knob); None = 320

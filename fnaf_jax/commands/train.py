@@ -1,0 +1,136 @@
+"""``fnaf train``: resumable (FNAF-robust) training; one flag per ``TrainConfig`` field.
+
+Flags are generated from the dataclass, so a field and its flag cannot drift apart:
+field ``worst_of`` is ``--worst-of``, booleans are switches, tuples take several values,
+``model_kwargs`` takes a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+
+from fnaf_jax.errors import ConfigError
+
+HELP = {
+    "data": "folder of fastMRI single-coil .h5 files (or with singlecoil_train/ and "
+            "singlecoil_val/ inside)",
+    "train_split": "training sub-folder of --data (default: singlecoil_train or train if "
+                   "present, else --data itself)",
+    "val_split": "validation sub-folder of --data (default: singlecoil_val or val if present, "
+                 "else --data itself)",
+    "limit_train": "use only the first N training slices",
+    "limit_val": "use only the first N validation slices",
+    "crop": "centre-crop training images to N x N (speed knob; validation uses 320 x 320)",
+    "model": "model family: unet | unet-v0 | irim",
+    "chans": "U-Net channels of the first level",
+    "num_pools": "U-Net pooling levels",
+    "drop_prob": "U-Net dropout probability",
+    "epochs": "training epochs",
+    "batch_size": "global batch size (a multiple of the device count)",
+    "lr": "RMSprop learning rate",
+    "rms_decay": "RMSprop decay (torch's alpha)",
+    "rms_eps": "RMSprop epsilon (added outside the square root, as torch)",
+    "weight_decay": "L2 weight decay",
+    "lr_step_fraction": "drop the learning rate after this fraction of the epochs",
+    "lr_gamma": "learning-rate drop factor",
+    "loss": "training loss on z-scored images: l1 | mse | ssim",
+    "mask_type": "mask type: random | equispaced | equispaced_fraction",
+    "accelerations": "accelerations to draw from (e.g. 4 8)",
+    "center_fractions": "centre fractions, one per acceleration (e.g. 0.08 0.04)",
+    "robust": "FNAF-robust training (clean loss + Eq. 5 FNAF loss each step)",
+    "worst_of": "FNAF candidates per sample; the worst is trained on (1 = random features)",
+    "alpha": "weight of the whole-image MSE of the FNAF loss",
+    "beta": "weight of the feature-region MSE of the FNAF loss",
+    "init_from": "start from this model checkpoint (e.g. a trained U-Net)",
+    "seed": "random seed (model init, data order, masks, features)",
+    "checkpoint_every": "steps between training checkpoints",
+    "keep_checkpoints": "training checkpoints to keep",
+    "model_kwargs": "extra model constructor arguments as a JSON object",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(tp):
+    """``int | None`` -> (int, True); ``tuple[int, ...]`` -> (tuple, False) ..."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field, defaults shown from the dataclass."""
+    from fnaf_jax.train.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        tp, _ = _base_type(hints[field.name])
+        default = (field.default if field.default is not dataclasses.MISSING
+                   else field.default_factory())
+        kwargs = {"dest": field.name, "help": f"{HELP.get(field.name, '')} (default: {default})"}
+        if field.name == "data":
+            kwargs.update(required=True, help=HELP["data"])
+        elif tp is bool:
+            kwargs.update(action="store_true", default=default)
+        elif typing.get_origin(tp) is tuple:
+            kwargs.update(nargs="+", type=typing.get_args(tp)[0], default=default)
+        elif tp is dict:
+            kwargs.update(type=_json_object, default=default)
+        else:
+            kwargs.update(type=tp, default=default)
+        parser.add_argument(_flag(field.name), **kwargs)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def config_from_args(args):
+    from fnaf_jax.train.config import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**values)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a reconstruction model (resumable; --robust for FNAF-robust training)",
+        description="Train a U-Net (or i-RIM) on fastMRI single-coil data with fastMRI's "
+        "recipe. Running the same command again resumes from WORKDIR/checkpoints; "
+        "WORKDIR/best and WORKDIR/last are model checkpoints for the other commands.",
+    )
+    p.add_argument("--workdir", required=True, help="run folder (config, checkpoints, metrics)")
+    p.add_argument("--force", action="store_true",
+                   help="discard a previous run with another config in WORKDIR and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from fnaf_jax.train.loop import train
+
+    cfg = config_from_args(args)
+    if not cfg.data:
+        raise ConfigError("--data is required")
+    summary = train(cfg, args.workdir, force=args.force, progress=not args.no_progress)
+    best = summary["best_val_loss"]
+    print(f"{summary['status']}: step {summary['step']}/{summary['total_steps']}, best clean "
+          f"validation loss {best if best is None else f'{best:.6g}'}; models in "
+          f"{summary['workdir']}/best and /last")
+    return 0 if summary["status"] == "done" else 130

@@ -1,0 +1,364 @@
+"""The resumable training loop behind ``fnaf train``.
+
+``train(cfg, workdir)`` runs epochs of ``make_loader`` batches through one compiled step,
+validates after every epoch (clean loss and fastMRI nmse/psnr/ssim per volume), keeps
+``WORKDIR/best`` (lowest clean validation loss) and ``WORKDIR/last`` as model checkpoints,
+logs to ``WORKDIR/metrics.jsonl`` and saves Orbax training checkpoints every
+``checkpoint_every`` steps, at the end of each epoch and on SIGINT/SIGTERM.
+
+Everything random is a pure function of the config and the position in training: the
+epoch order of (seed, epoch), the host RNG of each batch (masks, features) of (seed, epoch,
+batch index), the step's PRNG key of (seed, step). A checkpoint therefore only needs the
+step, the state and the validation record, and running the same command again resumes
+where the previous run stopped, ending with the same parameters bit for bit (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from fnaf_jax import parallel
+from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.train.checkpoint import CHECKPOINT_DIR, TrainCheckpoints
+from fnaf_jax.train.config import CONFIG_FILE, TrainConfig, write_or_check
+from fnaf_jax.train.steps import (
+    init_state,
+    make_eval_fns,
+    make_optimizer,
+    make_train_step,
+    step_key,
+)
+
+METRICS_FILE = "metrics.jsonl"
+RUN_OUTPUTS = (CHECKPOINT_DIR, "best", "last", METRICS_FILE)  # cleared by --force
+_AUTO_SPLITS = {"train": ("singlecoil_train", "train"), "val": ("singlecoil_val", "val")}
+
+
+# --- building blocks ---------------------------------------------------------------------
+def build_task(cfg: TrainConfig):
+    """The task for ``cfg.model``, wrapped by ``RobustTask`` when ``cfg.robust``."""
+    if cfg.model in ("unet", "unet-v0"):
+        from fnaf_jax.train.unet_task import UnetTask
+
+        task = UnetTask.from_config(cfg)
+    else:
+        try:
+            from fnaf_jax.train import irim_task
+        except ModuleNotFoundError as exc:
+            raise ConfigError("--model irim: fnaf_jax.train.irim_task is not available "
+                              f"({exc})") from None
+        task = irim_task.IrimTask.from_config(cfg)
+    if cfg.robust:
+        try:
+            from fnaf_jax.train.robust import RobustTask
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"--robust: fnaf_jax.train.robust is not available ({exc})") from None
+        task = RobustTask(task, cfg)
+    return task
+
+
+def clean_task_of(task):
+    """The task whose loss is the clean loss (model selection ignores the FNAF term)."""
+    for name in ("base_task", "base"):
+        inner = getattr(task, name, None)
+        if inner is not None:
+            return inner
+    return task
+
+
+def data_dir(cfg: TrainConfig, which: str) -> Path:
+    """The folder of the ``which`` ("train" or "val") split (see ``TrainConfig.data``)."""
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder (--data)")
+    split = cfg.train_split if which == "train" else cfg.val_split
+    if split is None:
+        for name in _AUTO_SPLITS[which]:
+            if (root / name).is_dir():
+                return root / name
+        return root
+    path = root / split
+    if not path.is_dir():
+        raise DataError(f"{path}: no such {which} split folder (--{which}-split)")
+    return path
+
+
+class Subset:
+    """The first ``n`` items of a map-style dataset."""
+
+    def __init__(self, dataset, n: int):
+        self.dataset, self.n = dataset, min(n, len(dataset))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.dataset[index]
+
+    def __repr__(self) -> str:
+        return f"Subset({self.dataset!r}, {self.n})"
+
+
+def load_split(cfg: TrainConfig, which: str, transform: str):
+    from fnaf_jax.data.fastmri import SliceDataset
+
+    # No mask function: tasks draw masks themselves, reproducibly (see unet_task).
+    ds = SliceDataset(data_dir(cfg, which), transform=transform, mask_func=None)
+    limit = cfg.limit_train if which == "train" else cfg.limit_val
+    return Subset(ds, limit) if limit else ds
+
+
+def unstack(batch: dict) -> list[dict]:
+    """A collated loader batch back into its items (tasks prepare lists of items)."""
+    n = len(batch["fname"])
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def build_model_and_config(cfg: TrainConfig):
+    """A fresh model from ``cfg`` (seeded), or the one in ``cfg.init_from``."""
+    from fnaf_jax.models import build_model
+    from fnaf_jax.models.store import load_model
+
+    if cfg.init_from:
+        model, record = load_model(cfg.init_from)
+        if record["config"].get("arch") != cfg.model:
+            raise ConfigError(f"--init-from {cfg.init_from}: holds a {record['config'].get('arch')!r} "
+                              f"model, but --model is {cfg.model!r}")
+        return model, record["config"]
+    model_config = cfg.model_config()
+    return build_model(model_config, nnx.Rngs(cfg.seed)), model_config
+
+
+class StopSignal:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and returns at the next step."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def __bool__(self):
+        return self.signum is not None
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per line), plus TensorBoard when installed."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / METRICS_FILE
+        self.tb = None
+        if jax.process_index() == 0:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if jax.process_index() != 0:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{key}", value,
+                                       record.get("step", 0))
+
+
+# --- validation -----------------------------------------------------------------------
+def validate(state, val_ds, task, predict_fn, loss_fn, batch_size: int, mesh, seed: int) -> dict:
+    """Clean validation loss (mean over slices) and fastMRI metrics (mean over volumes)."""
+    from fnaf_jax.data.loader import make_loader
+    from fnaf_jax.metrics import volume_metrics
+
+    key = step_key(seed, 2**32 - 1)  # a step number training never reaches
+    slices: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    losses = []
+
+    def run(items):
+        batch = parallel.shard_batch(task.prepare_batch(items, None), mesh)
+        return np.asarray(predict_fn(state, batch)), float(loss_fn(state, batch, key))
+
+    for batch in make_loader(val_ds, batch_size, shuffle=False, seed=seed):
+        items = unstack(batch)
+        if len(items) == batch_size:
+            preds, loss = run(items)
+            losses += [loss] * len(items)
+        else:  # short last batch: each item alone, repeated to a full (shardable) batch
+            preds = []
+            for item in items:
+                pred, loss = run([item] * batch_size)
+                preds.append(pred[0])
+                losses.append(loss)
+        for item, pred in zip(items, preds):
+            target = np.asarray(item["target_raw"], np.float32)
+            slices.setdefault(item["fname"], {})[int(item["slice_num"])] = (target, pred)
+    per_volume = []
+    for fname in sorted(slices):
+        ordered = [slices[fname][s] for s in sorted(slices[fname])]
+        gt = np.stack([t for t, _ in ordered])
+        pred = np.stack([p for _, p in ordered])
+        per_volume.append(volume_metrics(gt, pred))
+    out = {"val_loss": float(np.mean(losses))}
+    for name in ("nmse", "psnr", "ssim"):
+        out[name] = float(np.mean([m[name] for m in per_volume]))
+    return out
+
+
+# --- the loop ---------------------------------------------------------------------------
+def clear_run(workdir: Path) -> None:
+    """Remove a previous run's outputs (``--force``)."""
+    for name in RUN_OUTPUTS + (CONFIG_FILE,):
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: int | None = None,
+          progress: bool = True) -> dict:
+    """Train (or resume training) as configured; returns a summary dict.
+
+    ``stop_after_steps`` stops (with a checkpoint, as on SIGTERM) once that many optimizer
+    steps in total are done: the hook tests use to interrupt a run.
+    """
+    from fnaf_jax.data.loader import make_loader
+    from fnaf_jax.models.store import save_model
+
+    workdir = Path(workdir).absolute()
+    parallel.maybe_initialize_distributed()
+    if force and jax.process_index() == 0:
+        clear_run(workdir)
+    write_or_check(cfg, workdir, force=force)
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(cfg.batch_size, mesh)
+
+    task = build_task(cfg)
+    train_ds = load_split(cfg, "train", task.transform)
+    val_ds = load_split(cfg, "val", task.transform)
+    steps_per_epoch = len(train_ds) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train_ds)} training "
+                          f"slices in {data_dir(cfg, 'train')}")
+    total_steps = cfg.epochs * steps_per_epoch
+
+    model, model_config = build_model_and_config(cfg)
+    tx = make_optimizer(cfg, steps_per_epoch)
+    model.eval()
+    eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+    model.train()
+    graphdef, state = init_state(model, tx)
+    state = parallel.replicate(state, mesh)
+    train_step = make_train_step(task, graphdef, tx, mesh)
+    predict_fn, val_loss_fn = make_eval_fns(clean_task_of(task), eval_graphdef, mesh)
+
+    ckpts = TrainCheckpoints(workdir, cfg.keep_checkpoints)
+    loop = {"step": 0, "validated_epoch": -1, "best_val_loss": None}
+    if ckpts.latest_step() is not None:
+        step, state, loop = ckpts.restore(state)
+        loop["step"] = step
+    log = MetricsLog(workdir)
+
+    def save_models(kind: str, meta: dict) -> None:
+        params, rest = jax.device_get((state["params"], state["rest"]))
+        snapshot = nnx.merge(eval_graphdef, params, rest)
+        save_model(workdir / kind, snapshot, model_config, meta={**meta, "train_config": cfg.to_dict()})
+
+    def end_of_epoch(epoch: int) -> None:
+        t0 = time.perf_counter()
+        record = validate(state, val_ds, clean_task_of(task), predict_fn, val_loss_fn,
+                          cfg.batch_size, mesh, cfg.seed)
+        meta = {"epoch": epoch, "step": loop["step"], **record}
+        save_models("last", meta)
+        best = loop["best_val_loss"]
+        if best is None or record["val_loss"] < best:
+            loop["best_val_loss"] = record["val_loss"]
+            save_models("best", meta)
+        loop["validated_epoch"] = epoch
+        log.write({"kind": "val", "epoch": epoch, "step": loop["step"], **record,
+                   "best_val_loss": loop["best_val_loss"],
+                   "seconds": round(time.perf_counter() - t0, 3)})
+        ckpts.save(loop["step"], state, loop)
+
+    status = "done"
+    with StopSignal() as stop:
+        epoch = loop["step"] // steps_per_epoch
+        while True:
+            if epoch > 0 and loop["validated_epoch"] < epoch - 1:
+                end_of_epoch(epoch - 1)
+            if epoch >= cfg.epochs:
+                break
+            skip = loop["step"] - epoch * steps_per_epoch
+            loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                 epoch=epoch, drop_remainder=True)
+            bar = _progress(progress, epoch, cfg.epochs, steps_per_epoch, skip)
+            t0, seen, losses = time.perf_counter(), 0, []
+            for index, batch in enumerate(loader):
+                if index < skip:
+                    continue  # consumed before the interruption
+                items = unstack(batch)
+                host = task.prepare_batch(items, np.random.default_rng([cfg.seed, epoch, index]))
+                state, loss, _ = train_step(state, parallel.shard_batch(host, mesh),
+                                            step_key(cfg.seed, loop["step"]))
+                loop["step"] += 1
+                losses.append(float(loss))
+                seen += len(items)
+                rate = seen / (time.perf_counter() - t0)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.4g}", slices_per_s=f"{rate:.2f}")
+                if loop["step"] % cfg.checkpoint_every == 0:
+                    log.write({"kind": "train", "epoch": epoch, "step": loop["step"],
+                               "loss": float(np.mean(losses)), "slices_per_s": rate})
+                    ckpts.save(loop["step"], state, loop)
+                if stop or loop["step"] == stop_after_steps:
+                    status = "interrupted"
+                    break
+            if bar is not None:
+                bar.close()
+            if status == "interrupted":
+                ckpts.save(loop["step"], state, loop)
+                break
+            if losses:
+                log.write({"kind": "train_epoch", "epoch": epoch, "step": loop["step"],
+                           "loss": float(np.mean(losses)), "slices_per_s": rate})
+            epoch += 1
+    ckpts.close()
+    return {"status": status, "step": loop["step"], "total_steps": total_steps,
+            "validated_epoch": loop["validated_epoch"], "best_val_loss": loop["best_val_loss"],
+            "workdir": str(workdir), "state": state}
+
+
+def _progress(enabled: bool, epoch: int, epochs: int, total: int, initial: int):
+    if not enabled or jax.process_index() != 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                dynamic_ncols=True)
