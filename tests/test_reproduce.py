@@ -1,0 +1,159 @@
+"""`fnaf reproduce`: the stage cache (unit tests with counting stages) and the whole study
+on the `mini` preset (tiny data and models), run twice: the second run must skip everything."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from fnaf_jax import cli
+from fnaf_jax.errors import ConfigError
+from fnaf_jax.study.pipeline import Pipeline, Stage, StageError
+from fnaf_jax.study.presets import load_preset
+
+
+# ----------------------------------------------------------------------------- pipeline
+def make_stages(tmp_path, calls, fail=None, config_b=1):
+    out_b = tmp_path / "b_out"
+
+    def run_a():
+        calls.append("a")
+
+    def run_b():
+        calls.append("b")
+        assert not (out_b / "old").exists()  # outputs made under another config are gone
+        out_b.mkdir(exist_ok=True)
+        (out_b / "old").write_text("x")
+        if fail == "b":
+            raise RuntimeError("boom")
+
+    def run_c():
+        calls.append("c")
+
+    return [Stage("a", run_a, {"x": 1}),
+            Stage("b", run_b, {"x": config_b}, outputs=[out_b], after=["a"]),
+            Stage("c", run_c, {"x": 3}, after=["b"])]
+
+
+def test_pipeline_skips_done_stages_and_reruns_changed_ones(tmp_path):
+    calls, lines = [], []
+    status = Pipeline(tmp_path, make_stages(tmp_path, calls), log=lines.append).run()
+    assert calls == ["a", "b", "c"] and set(status.values()) == {"ran"}
+    assert any("[stage 2/3] b: running" in line and "ETA" in line for line in lines)
+
+    calls.clear()
+    status = Pipeline(tmp_path, make_stages(tmp_path, calls), log=lines.append).run()
+    assert calls == [] and set(status.values()) == {"skipped"}
+
+    # b's config changes: b and c (which depends on it) run again, a does not;
+    # b's old outputs are removed first (run_b asserts it)
+    calls.clear()
+    Pipeline(tmp_path, make_stages(tmp_path, calls, config_b=2), log=lines.append).run()
+    assert calls == ["b", "c"]
+    assert "config changed" in (tmp_path / "reproduce.log").read_text()
+
+
+def test_failed_stage_is_named_and_resumes(tmp_path):
+    calls = []
+    with pytest.raises(StageError, match=r"stage 2/3 'b' failed: boom"):
+        Pipeline(tmp_path, make_stages(tmp_path, calls, fail="b"), log=lambda m: None).run()
+    assert calls == ["a", "b"]
+    assert not (tmp_path / ".stages" / "b.done").exists()
+    # the re-run keeps b's partial outputs (a verb resumes from them): same config
+    (tmp_path / "b_out" / "old").unlink()
+    calls.clear()
+    Pipeline(tmp_path, make_stages(tmp_path, calls), log=lambda m: None).run()
+    assert calls == ["b", "c"]
+
+
+def test_targets_run_only_what_they_need(tmp_path):
+    calls = []
+    status = Pipeline(tmp_path, make_stages(tmp_path, calls), log=lambda m: None).run(targets=["b"])
+    assert calls == ["a", "b"] and "c" not in status
+
+
+def test_presets_load_and_bad_presets_are_refused(tmp_path):
+    for name in ("mini", "smoke", "paper"):
+        preset = load_preset(name)
+        assert preset["attack"]["k"] >= 1 and preset["masks"]["eval"]
+    paper = load_preset("paper")
+    assert paper["attack"]["k"] == 11 and paper["attack"]["fd_iterations"] == 2
+    assert (paper["robust"]["alpha"], paper["robust"]["beta"]) == (1.0, 100.0)
+    assert paper["unet"]["chans"] == 32 and paper["irim"]["source"] == "convert"
+    assert paper["compute"]["total_gpu_hours"] > 0
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_preset("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": {}}))
+    with pytest.raises(ConfigError, match="lacks section"):
+        load_preset(bad)
+
+
+# ----------------------------------------------------------------------------- the study
+@pytest.fixture(scope="module")
+def mini_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mini") / "study"
+    assert cli.main(["reproduce", "--preset", "mini", "--out", str(out)]) == 0
+    return out
+
+
+def test_mini_study_writes_every_artefact(mini_study):
+    out = mini_study
+    preset = load_preset("mini")
+    accs = [e["acceleration"] for e in preset["masks"]["eval"]]
+    md = (out / "report.md").read_text()
+    for section in ("Table 1", "Table 2", "Table 3", "Transfer", "Table 4", "Figure 1",
+                    "Figure 2", "Figure 3", "Does each finding hold?"):
+        assert section in md
+    assert "84.44" in md  # the paper's numbers are printed beside the measured ones
+    assert "<table>" in (out / "report.html").read_text()
+
+    results = json.loads((out / "tables" / "results.json").read_text())
+    for model in ("unet", "robust", "irim"):
+        for acc in accs:
+            t1 = results["table1"][model][str(acc)]
+            assert 0.0 < t1["ssim"] <= 1.0 and t1["nmse"] >= 0.0
+            for method in ("rs", "fd"):
+                t2 = results["table2"][model][str(acc)][method]
+                assert 0.0 <= t2["attack_rate"] <= 100.0 or np.isnan(t2["attack_rate"])
+                assert 0.0 <= t2["acceptance"] <= 100.0
+                lines = (out / "attacks" / f"{model}_{acc}x_{method}.jsonl").read_text().splitlines()
+                assert len(lines) == t2["slices"] > 0
+                assert all(isinstance(json.loads(line), dict) for line in lines)
+            recon = out / "recon" / f"{model}_{acc}x"
+            files = sorted(recon.glob("*.h5"))
+            assert files
+            with h5py.File(files[0]) as hf:
+                assert np.isfinite(hf["reconstruction"][()]).all()
+    for acc in accs:
+        assert (out / "attacks" / f"transfer_unet-irim_{acc}x.jsonl").is_file()
+        assert 0.0 <= results["transfer"][str(acc)]["acceptance"] <= 100.0
+
+    t4 = json.loads((out / "tables" / "table4" / "table4.json").read_text())
+    assert t4 and all(0.0 < r["ssim"] <= 1.0 for r in t4)  # the synthetic set plants lesions
+
+    import matplotlib.pyplot as plt
+
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert {p.name.split("_")[0] for p in pngs} == {"figure1", "figure2", "figure3"}
+    for png in pngs:
+        assert plt.imread(png).ndim == 3
+        assert f"figures/{png.name}" in md
+
+
+def test_mini_study_second_run_skips_every_stage(mini_study, capsys):
+    out = mini_study
+    markers = sorted((out / ".stages").glob("*.done"))
+    before = {m.name: m.stat().st_mtime_ns for m in markers}
+    log_lines = len((out / "reproduce.log").read_text().splitlines())
+    capsys.readouterr()
+    assert cli.main(["reproduce", "--preset", "mini", "--out", str(out)]) == 0
+    new_log = (out / "reproduce.log").read_text().splitlines()[log_lines:]
+    stage_lines = [line for line in new_log if "[stage " in line]
+    assert len(stage_lines) == len(markers) >= 13
+    assert all("skipped (done" in line for line in stage_lines)
+    assert {m.name: m.stat().st_mtime_ns for m in (out / ".stages").glob("*.done")} == before
+    assert "0 ran" in new_log[-1]
