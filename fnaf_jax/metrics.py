@@ -166,6 +166,10 @@ def ssim_jax(gt, pred, data_range):
     """
     gt = jnp.asarray(gt)
     pred = jnp.asarray(pred)
+    if gt.ndim != 3 or gt.shape != pred.shape:
+        raise DataError(
+            f"ssim_jax: expected two (B, H, W) batches, got {gt.shape} and {pred.shape}"
+        )
     dtype = jnp.result_type(gt.dtype, pred.dtype, jnp.float32)
     gt, pred = gt.astype(dtype), pred.astype(dtype)
     data_range = jnp.broadcast_to(jnp.asarray(data_range, dtype), gt.shape[:1])[
