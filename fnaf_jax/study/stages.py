@@ -183,15 +183,16 @@ def convert_irim_stage(layout: Layout, irim_pt: Path | None) -> Stage:
 def reconstruct_stage(layout: Layout, preset: dict, model: str) -> Stage:
     accs = eval_accs(preset)
     mask_type = preset["masks"].get("type", "random")
+    batch_size = preset["attack"].get("batch_size", 8)
 
     def run():
         for acc, cf in accs:
             run_verb(["reconstruct", "--checkpoint", layout.checkpoint(model),
                       "--data", layout.val_dir, "--out", layout.recon(model, acc),
-                      "--mask-type", mask_type, "--accelerations", acc,
-                      "--center-fractions", cf])
+                      "--mask-type", mask_type, "--acceleration", acc,
+                      "--center-fraction", cf, "--batch-size", batch_size])
 
-    return Stage(f"reconstruct_{model}", run, {"accs": accs, "mask": mask_type},
+    return Stage(f"reconstruct_{model}", run, {"accs": accs, "mask": mask_type, "batch": batch_size},
                  outputs=[layout.recon(model, a) for a, _ in accs], after=[f"train_{model}"],
                  weight=0.5)
 
