@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from fnaf_jax.errors import DataError
+
 _AXES = (-2, -1)
 
 
@@ -29,7 +31,8 @@ def ifft2c(kspace):
 
 def _crop_start(n: int, size: int, axis_name: str) -> int:
     if size > n:
-        raise ValueError(f"cannot crop {axis_name} of size {n} to {size}")
+        # DataError is a ValueError: one clear CLI line instead of a traceback
+        raise DataError(f"cannot crop {axis_name} of size {n} to {size}")
     return (n - size) // 2
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fnaf_jax import masks, normalize, physics
+from fnaf_jax.errors import DataError
 
 SIZES = [(8, 8), (7, 9), (6, 5), (5, 7)]  # even/even, odd/odd, even/odd, odd/odd
 
@@ -139,7 +140,7 @@ def test_center_crop_start_rule(n, size, start):
 
 
 def test_center_crop_too_large_raises():
-    with pytest.raises(ValueError, match="rows"):
+    with pytest.raises(DataError, match="rows"):
         physics.center_crop(jnp.zeros((4, 8)), (5, 5))
 
 
