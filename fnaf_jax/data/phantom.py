@@ -44,7 +44,10 @@ def _tissue(name: str, fat_suppressed: bool) -> float:
 
 def ramp(inside):
     """Soft indicator of ``inside > 0`` with a linear partial-volume edge."""
-    return np.clip(inside * (0.5 / EDGE) + 0.5, 0.0, 1.0)
+    out = inside * F32(0.5 / EDGE) + F32(0.5)
+    if np.ndim(out) == 0:
+        return float(np.clip(out, 0.0, 1.0))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def band(d, lo, hi):
@@ -151,14 +154,29 @@ def draw_shape(rng: np.random.Generator) -> KneeShape:
     )
 
 
-def _frame(shape: KneeShape, height: int, width: int):
+JOINT_REACH = 115.0  # |v| beyond which no small joint structure is drawn
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Anatomical coordinates of every pixel, and the rows near the joint line."""
+
+    u: np.ndarray
+    v: np.ndarray
+    abs_u: np.ndarray
+    joint: slice
+
+
+def _frame(shape: KneeShape, height: int, width: int) -> Frame:
     """Anatomical coordinates (u, v) of every pixel of the height x width grid."""
     rows = np.arange(height, dtype=F32)[:, None] - F32(height / 2 + shape.shift[0])
     cols = np.arange(width, dtype=F32)[None, :] - F32(width / 2 + shape.shift[1])
     c, s = F32(np.cos(shape.angle)), F32(np.sin(shape.angle))
     u = (c * cols + s * rows) / F32(shape.scale) * F32(shape.side)
     v = (-s * cols + c * rows) / F32(shape.scale)
-    return u, v
+    near = np.flatnonzero((v.min(axis=1) <= JOINT_REACH) & (v.max(axis=1) >= -JOINT_REACH))
+    joint = slice(int(near[0]), int(near[-1]) + 1) if near.size else slice(0, 0)
+    return Frame(u, v, np.abs(u), joint)
 
 
 @dataclass
@@ -218,105 +236,128 @@ def _tibia(k: KneeShape, u, v, t):
 
 def _fibula(k: KneeShape, u, v, t):
     """Fibular head on the lateral side, seen in posterior slices only."""
-    size = smoothstep((t - 0.5) / 0.25)
-    if size <= 0.0:
+    if t < 0.55:
         return None
+    size = 0.4 + 0.6 * smoothstep((t - 0.55) / 0.25)
     cu = -(k.plateau_half_width * 0.78)
     cv = k.joint_gap / 2 + 45.0
     return ellipse_sdf(u, v, cu, cv, 17.0 * size + 0.5, 24.0 * size + 0.5)
 
 
+def meniscus_wedge(k: KneeShape, u, v, inner, outer, sign):
+    """Soft mask of one meniscus: a wedge with its base at ``|u| = outer`` and its apex
+    at ``inner`` on the joint line, on the side ``sign`` (+1 medial)."""
+    su = sign * u
+    frac = np.clip((su - inner) / (outer - inner), 0.0, 1.0)
+    half_h = (k.joint_gap / 2 + k.cartilage * 0.6) * frac
+    return ramp(half_h - np.abs(v)) * ramp(su - inner) * ramp(outer + 2.0 - su) * ramp(su)
+
+
+def paint(img, value, alpha):
+    """Layer a tissue over ``img`` in place with soft coverage ``alpha``."""
+    img += (value - img) * alpha
+
+
 def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int,
                  fat_suppressed: bool):
-    """One magnitude slice over the full grid (peak about 1) and its geometry."""
-    u, v = frame
+    """One magnitude slice over the full grid (peak about 1) and its geometry.
+
+    Leg, fat and bones are drawn on every row; the joint's small structures only on the
+    rows ``frame.joint`` near the joint line, which saves about half the work.
+    """
+    u, v = frame.u, frame.v
     fs = fat_suppressed
-    a = np.abs(u)
+    a = frame.abs_u
     mix = slice_index * 0.9
     c, s = F32(np.cos(mix)), F32(np.sin(mix))
-    trab = c * textures["trab"][0] + s * textures["trab"][1]
     soft = c * textures["soft"][0] + s * textures["soft"][1]
     septa = c * textures["septa"][0] + s * textures["septa"][1]
 
-    # Leg outline and subcutaneous fat (thicker medially and above the joint).
-    half = k.leg_half_width * (1.0 + 0.0006 * np.clip(-v, -150, 200)) + 1.2 * soft
-    leg = half - a
-    img = ramp(leg) * F32(_tissue("muscle", fs)) * (1.0 + 0.06 * soft)
+    # Leg outline and subcutaneous fat (thicker medially).
+    leg = k.leg_half_width * (1.0 + 0.0006 * np.clip(-v, -150, 200)) + 1.2 * soft - a
+    inside = ramp(leg)
+    img = inside * F32(_tissue("muscle", fs)) * (1.0 + 0.06 * soft)
     fat_t = k.fat_thickness * (1.0 + 0.25 * np.tanh(u / 60.0)) + 1.5 * soft
-    img = img + (F32(_tissue("fat", fs)) - img) * (ramp(leg) * ramp(fat_t - leg))
-    # Intermuscular fat septa away from the joint.
-    septa_alpha = 0.7 * ramp((0.09 - np.abs(septa)) * 8.0) * ramp(np.abs(v) - 50.0) * ramp(leg - fat_t)
-    img = img + (F32(_tissue("fat", fs)) - img) * septa_alpha
+    fat = F32(_tissue("fat", fs))
+    paint(img, fat, inside * ramp(fat_t - leg))
+    # Intermuscular fat septa (fascial planes) away from the joint.
+    paint(img, fat, 0.7 * ramp((0.09 - np.abs(septa)) * 8.0) * ramp(np.abs(v) - 50.0)
+          * ramp(leg - fat_t))
 
     femur, notch_sdf, f_bottom, f_cv = _femur(k, u, v, t)
     tibia, t_top = _tibia(k, u, v, t)
-    fibula = _fibula(k, u, v, t)
 
+    # Joint window views: painting into them paints into img.
+    w = frame.joint
+    uj, vj, aj, fj, tj, imj = u[w], v[w], a[w], femur[w], tibia[w], img[w]
+    trab = c * textures["trab"][0] + s * textures["trab"][1]
     # Joint capsule: the space between the bones, inside the condyles' width.
-    capsule_w = k.condyle_sep + k.condyle_ru * 0.95
-    capsule = ramp(capsule_w - a) * ramp(femur) * ramp(tibia) \
-        * ramp(k.joint_gap / 2 + 6.0 - np.abs(v))
-    img = img + (F32(_tissue("joint", fs)) - img) * capsule
-    # Notch contents above the tibial spines: fat with the cruciate ligaments.
-    notch = ramp(-notch_sdf) * ramp(femur) * ramp(tibia) * ramp(-v - 1.0)
-    img = img + (F32(_tissue("fat", fs)) * 0.8 - img) * notch
+    outer = k.condyle_sep + k.condyle_ru * 0.95
+    paint(imj, F32(_tissue("joint", fs)), ramp(outer - aj) * ramp(fj) * ramp(tj)
+          * ramp(k.joint_gap / 2 + 6.0 - np.abs(vj)))
+    # Notch contents above the tibial spines: fat around the cruciate ligaments.
+    paint(imj, fat * 0.8, ramp(-notch_sdf[w]) * ramp(fj) * ramp(tj) * ramp(-vj - 1.0))
 
-    # Bones: cortex rim, fatty marrow with trabecular texture and a physeal scar line.
-    marrow = F32(_tissue("marrow", fs)) * (1.0 + 0.08 * trab)
-    bones = [(femur, f_cv - 45.0 + 6.0 * np.cos(u / 40.0)), (tibia, t_top + 30.0 - 4.0 * np.cos(u / 35.0))]
+    # Bones: cortex rim, then fatty marrow with trabecular texture.
+    marrow = F32(_tissue("marrow", fs))
+    cortex = F32(_tissue("cortex", fs))
+    textured = marrow * (1.0 + 0.08 * trab)
+    cortex_w = 2.2 + 1.6 * ramp(np.abs(v) - 60.0)
+    for d in (femur, tibia):
+        paint(img, cortex, ramp(-d))
+        paint(img, textured, ramp(-d - cortex_w))
+    fibula = _fibula(k, uj, vj, t)
     if fibula is not None:
-        bones.append((fibula, None))
-    for d, scar in bones:
-        cortex_w = 2.2 + 1.6 * ramp(np.abs(v) - 60.0)
-        img = img + (F32(_tissue("cortex", fs)) - img) * ramp(-d)
-        inner = marrow
-        if scar is not None:
-            inner = marrow * (1.0 - 0.55 * band(v - scar, -1.0, 1.0))
-        img = img + (inner - img) * ramp(-d - cortex_w)
+        paint(imj, cortex, ramp(-fibula))
+        paint(imj, textured[w], ramp(-fibula - 2.0))
+    # Physeal scars: thin dark lines across the femur and the tibia.
+    scar_f = f_cv - 45.0 + 6.0 * np.cos(uj / 40.0)
+    scar_t = t_top + 30.0 - 4.0 * np.cos(uj / 35.0)
+    paint(imj, marrow * 0.45, band(vj - scar_f, -1.0, 1.0) * ramp(-fj - cortex_w[w]))
+    paint(imj, marrow * 0.45, band(vj - scar_t, -1.0, 1.0) * ramp(-tj - cortex_w[w]))
 
     # Hyaline cartilage on the weight-bearing surfaces (none on the notch walls).
     cart = F32(_tissue("cartilage", fs))
-    femoral_art = ramp(v - f_cv - 10.0) * ramp(a - k.notch_width * (0.7 + 0.6 * t) - 2.0)
-    tibial_art = ramp(t_top + 10.0 - v) * ramp(a - 13.0) * ramp(k.plateau_half_width - 4.0 - a)
-    for d, art in ((femur, femoral_art), (tibia, tibial_art)):
-        layer = band(d, 0.0, k.cartilage) * art
-        img = img + (cart * (0.8 + 0.35 * np.clip(d / k.cartilage, 0, 1)) - img) * layer
+    femoral_art = ramp(vj - f_cv - 10.0) * ramp(aj - k.notch_width * (0.7 + 0.6 * t) - 2.0)
+    tibial_art = ramp(t_top + 10.0 - vj) * ramp(aj - 13.0) * ramp(k.plateau_half_width - 4.0 - aj)
+    for d, art in ((fj, femoral_art), (tj, tibial_art)):
+        # Slightly brighter towards the joint surface (superficial zone).
+        paint(imj, cart * (0.8 + 0.35 * np.clip(d / k.cartilage, 0, 1)),
+              band(d, 0.0, k.cartilage) * art)
 
     # Joint fluid: thin bright rim in the gutters beside the condyles (effusion varies).
-    gutter = band(femur, 0.0, 1.0 + 2.0 * k.effusion) * ramp(a - k.condyle_sep - 20.0) \
-        * ramp(v - f_cv + 5.0 + 20.0 * k.effusion) * ramp(f_bottom - 8.0 - v)
-    img = img + (F32(_tissue("fluid", fs)) - img) * gutter
+    paint(imj, F32(_tissue("fluid", fs)),
+          band(fj, 0.0, 1.0 + 2.0 * k.effusion) * ramp(aj - k.condyle_sep - 20.0)
+          * ramp(vj - f_cv + 5.0 + 20.0 * k.effusion) * ramp(f_bottom - 8.0 - vj))
 
     # Menisci: dark wedges, base at the joint margin, apex pointing inwards. Posterior
     # horns (large t) reach further in, medially more than laterally.
     menisci = []
-    outer = k.condyle_sep + k.condyle_ru * 0.95
     for sign, reach in ((1.0, 0.55), (-1.0, 0.4)):
         depth_gain = smoothstep((t - 0.45) / 0.4) * reach + 0.15 * (1.0 - t)
         inner = outer - (18.0 + 45.0 * depth_gain)
-        side = ramp(sign * u)
-        su = sign * u
-        frac = np.clip((su - inner) / (outer - inner), 0.0, 1.0)
-        half_h = (k.joint_gap / 2 + k.cartilage * 0.6) * frac
-        wedge = ramp(half_h - np.abs(v)) * ramp(su - inner) * ramp(outer + 2.0 - su) * side
-        img = img + (F32(_tissue("meniscus", fs)) * (1.0 + 0.3 * trab) - img) * wedge
+        paint(imj, F32(_tissue("meniscus", fs)) * (1.0 + 0.3 * trab[w]),
+              meniscus_wedge(k, uj, vj, inner, outer, sign))
         menisci.append((inner, outer, sign))
 
     # Collateral ligaments: MCL along the medial side, LCL towards the fibular head.
     lig = F32(_tissue("ligament", fs))
     mcl_u = outer + 4.0
-    mcl = segment_sdf(u, v, (mcl_u + 1.0, -50.0), (mcl_u - 7.0, 55.0), 2.2)
-    img = img + (lig - img) * ramp(-mcl) * (1.0 - smoothstep((t - 0.7) / 0.2))
-    lcl = segment_sdf(u, v, (-(outer + 2.0), -45.0), (-(k.plateau_half_width * 0.82), 30.0), 2.0)
-    img = img + (lig - img) * ramp(-lcl) * smoothstep((t - 0.35) / 0.2)
+    mcl = segment_sdf(uj, vj, (mcl_u + 1.0, -50.0), (mcl_u - 7.0, 55.0), 2.2)
+    paint(imj, lig, ramp(-mcl) * (1.0 - smoothstep((t - 0.7) / 0.2)))
+    lcl = segment_sdf(uj, vj, (-(outer + 2.0), -45.0), (-(k.plateau_half_width * 0.8), 30.0), 2.0)
+    paint(imj, lig, ramp(-lcl) * smoothstep((t - 0.35) / 0.2))
     # Cruciates inside the notch: ACL in anterior-mid slices, PCL further back.
-    acl = segment_sdf(u, v, (-k.notch_width * 0.6, f_bottom - 30.0), (3.0, t_top - 4.0), 3.0)
-    pcl = segment_sdf(u, v, (k.notch_width * 0.7, f_bottom - 28.0), (-2.0, t_top + 6.0), 3.5)
-    img = img + (lig - img) * ramp(-acl) * band(t, 0.22, 0.6) * ramp(femur)
-    img = img + (lig - img) * ramp(-pcl) * band(t, 0.5, 0.85) * ramp(femur) * ramp(tibia + 2.0)
+    if 0.2 < t < 0.62:
+        acl = segment_sdf(uj, vj, (-k.notch_width * 0.6, f_bottom - 30.0), (3.0, t_top - 4.0), 3.0)
+        paint(imj, lig, ramp(-acl) * band(t, 0.22, 0.6) * ramp(fj))
+    if 0.48 < t < 0.87:
+        pcl = segment_sdf(uj, vj, (k.notch_width * 0.7, f_bottom - 28.0), (-2.0, t_top + 6.0), 3.5)
+        paint(imj, lig, ramp(-pcl) * band(t, 0.5, 0.85) * ramp(fj) * ramp(tj + 2.0))
 
+    np.maximum(img, 0.0, out=img)
     geom = SliceGeometry(u, v, femur, tibia, f_bottom, t_top, menisci, t)
-    return np.clip(img, 0.0, None).astype(F32), geom
+    return img, geom
 
 
 def make_textures(rng: np.random.Generator, height: int, width: int) -> dict:
@@ -349,4 +390,116 @@ def knee_volume(rng: np.random.Generator, n_slices: int, height: int, width: int
         geoms.append(g)
     if return_geometry:
         return out, geoms, k
+    return out
+
+
+# --------------------------------------------------------------------------- lesions
+# Labels as written in fastMRI+ knee.csv.
+CARTILAGE_PARTIAL = "Cartilage - Partial Thickness loss/defect"
+CARTILAGE_FULL = "Cartilage - Full Thickness loss/defect"
+MENISCUS_TEAR = "Meniscus Tear"
+MARROW_EDEMA = "Bone- Subchondral edema"
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """A planted lesion: slice index, fastMRI+ label and its bounding box as half-open
+    array ranges of the full height x width grid (every pixel it changed lies inside)."""
+
+    slice: int
+    label: str
+    rows: tuple
+    cols: tuple
+
+
+def _cartilage_defect(rng, k, g, fs):
+    on_femur = rng.random() < 0.5
+    sign = float(rng.choice([-1.0, 1.0]))
+    u0 = sign * (k.condyle_sep + rng.uniform(-12.0, 12.0))
+    half_w = rng.uniform(2.5, 6.0)
+    full = rng.random() < 0.35
+    depth = 1.0 if full else rng.uniform(0.4, 0.7)
+    u, v = g.u, g.v
+    if on_femur:
+        d, window = g.femur, band(v, g.femur_bottom - 25.0, g.femur_bottom + 4.0)
+    else:
+        d, window = g.tibia, band(v, g.tibia_top - 14.0, g.tibia_top + 12.0)
+    # The outer part of the cartilage layer (the part facing the joint) is replaced by
+    # fluid; a full-thickness defect reaches the bone.
+    layer = band(d, k.cartilage * (1.0 - depth), k.cartilage + 0.6)
+    alpha = layer * window * ramp(half_w - np.abs(u - u0))
+    return alpha, F32(_tissue("fluid", fs)), CARTILAGE_FULL if full else CARTILAGE_PARTIAL
+
+
+def _meniscal_tear(rng, k, g, fs):
+    inner, outer, sign = g.menisci[int(rng.integers(len(g.menisci)))]
+    u, v = g.u, g.v
+    wedge = meniscus_wedge(k, u, v, inner, outer, sign)
+    half_h = k.joint_gap / 2 + k.cartilage * 0.6
+    start = (inner + (outer - inner) * rng.uniform(0.15, 0.4), rng.uniform(-1.0, 1.0))
+    end = (outer - rng.uniform(1.0, 6.0), rng.choice([-1.0, 1.0]) * half_h * rng.uniform(0.2, 0.9))
+    line = segment_sdf(sign * u, v, start, end, rng.uniform(0.7, 1.2))
+    alpha = ramp(-line) * wedge
+    return alpha, F32(_tissue("fluid", fs) * 0.9), MENISCUS_TEAR
+
+
+def _marrow_edema(rng, k, g, fs):
+    on_femur = rng.random() < 0.5
+    sign = float(rng.choice([-1.0, 1.0]))
+    u0 = sign * (k.condyle_sep + rng.uniform(-15.0, 10.0))
+    u, v = g.u, g.v
+    d = g.femur if on_femur else g.tibia
+    column = (np.abs(u - u0) < 1.5) & (d < 0)
+    if on_femur:
+        column &= v > g.femur_bottom - 45.0
+        rows = v[column]
+        if rows.size == 0:
+            return None
+        v0 = float(rows.max()) - rng.uniform(6.0, 14.0)
+    else:
+        column &= v < g.tibia_top + 40.0
+        rows = v[column]
+        if rows.size == 0:
+            return None
+        v0 = float(rows.min()) + rng.uniform(6.0, 14.0)
+    blob = ellipse_sdf(u, v, u0, v0, rng.uniform(7.0, 15.0), rng.uniform(5.0, 11.0))
+    # Stays inside the marrow (edema does not cross the cortex); fades towards its edge.
+    alpha = ramp(-blob) * ramp(-d - 3.0) * np.clip(-blob / 4.0, 0.35, 1.0)
+    value = F32(0.75 if fs else 0.45)
+    return alpha, value, MARROW_EDEMA
+
+
+_LESION_MAKERS = (_cartilage_defect, _meniscal_tear, _marrow_edema)
+
+
+def plant_lesions(rng: np.random.Generator, images: np.ndarray, geoms: list, k: KneeShape,
+                  fat_suppressed: bool, region: tuple, probability: float = 0.4) -> list:
+    """Paint lesions into ``images`` (in place) on some slices; returns ``Lesion`` boxes.
+
+    ``region = (top, left, height, width)``: lesions whose box does not lie inside it
+    (the reconstruction crop) are dropped. Each slice gets a lesion with
+    ``probability``, and a second one with half that.
+    """
+    top, left, rh, rw = region
+    out = []
+    for index, g in enumerate(geoms):
+        count = int(rng.random() < probability)
+        count += int(count and rng.random() < probability / 2)
+        for _ in range(count):
+            made = _LESION_MAKERS[int(rng.integers(len(_LESION_MAKERS)))](rng, k, g,
+                                                                          fat_suppressed)
+            if made is None:
+                continue
+            alpha, value, label = made
+            rows = np.flatnonzero(alpha.max(axis=1) > 0)
+            cols = np.flatnonzero(alpha.max(axis=0) > 0)
+            if rows.size == 0 or alpha.max() < 0.5:
+                continue
+            box_r = (int(rows[0]), int(rows[-1]) + 1)
+            box_c = (int(cols[0]), int(cols[-1]) + 1)
+            if box_r[0] < top or box_r[1] > top + rh or box_c[0] < left or box_c[1] > left + rw:
+                continue
+            img = images[index]
+            img += (value - img) * alpha
+            out.append(Lesion(index, label, box_r, box_c))
     return out

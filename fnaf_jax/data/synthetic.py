@@ -10,6 +10,7 @@ so a volume depends only on the seed and its index.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
 # systemModel strings as in fastMRI headers, with the field strength each reports.
 SCANNERS = {"Skyra": 2.89362, "Prisma_fit": 2.89362, "Biograph_mMR": 2.89362, "Aera": 1.494}
 FIRST_FILE_NUMBER = 1000001
+ANNOTATIONS = "annotations.csv"
+ANNOTATION_COLUMNS = ("file", "slice", "study_level", "x", "y", "width", "height", "label")
 # Image-domain peak of the target and noise std relative to it, per acquisition.
 PEAK = {"CORPD_FBK": 3.0e-4, "CORPDFS_FBK": 1.2e-4}
 NOISE = {"CORPD_FBK": 0.012, "CORPDFS_FBK": 0.035}
@@ -43,7 +46,7 @@ class SyntheticVolume:
     target: np.ndarray  # (S, 320, 320) float32
     header: bytes
     attrs: dict
-    annotations: list = field(default_factory=list)
+    annotations: list = field(default_factory=list)  # fastMRI+ knee.csv rows (dicts)
 
 
 def file_name(index: int) -> str:
@@ -165,6 +168,15 @@ def _coil_shading(rng, height, width):
     return (radial * lateral).astype(np.float32)
 
 
+def _annotation_row(name: str, lesion, top: int, left: int) -> dict:
+    """fastMRI+ knee.csv row: box on the up/down-flipped 320x320 image."""
+    row0, col0 = lesion.rows[0] - top, lesion.cols[0] - left
+    height, width = lesion.rows[1] - lesion.rows[0], lesion.cols[1] - lesion.cols[0]
+    return {"file": name.removesuffix(".h5"), "slice": lesion.slice, "study_level": "No",
+            "x": col0, "y": RECON - row0 - height, "width": width, "height": height,
+            "label": lesion.label}
+
+
 def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
                 lesions: bool = False, acquisition: str | None = None) -> SyntheticVolume:
     """Generate volume ``index`` of the set with ``seed`` (in memory)."""
@@ -178,22 +190,35 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
     patient_id = hashlib.sha256(f"fnaf-synth-{seed}-{index}".encode()).hexdigest()
 
     anatomy_rng = _rng(seed, index, _STREAM_ANATOMY)
-    magnitude = phantom.knee_volume(anatomy_rng, n_slices, HEIGHT, width,
-                                    fat_suppressed=acquisition == "CORPDFS_FBK")
-    annotations: list = []
+    fat_suppressed = acquisition == "CORPDFS_FBK"
+    magnitude, geoms, shape = phantom.knee_volume(anatomy_rng, n_slices, HEIGHT, width,
+                                                  fat_suppressed, return_geometry=True)
     shading = _coil_shading(anatomy_rng, HEIGHT, width)
     phase = _smooth_phase(anatomy_rng, n_slices, HEIGHT, width)
-    image = (magnitude * shading) * np.exp(1j * phase)
-    image *= PEAK[acquisition] / max(float(np.abs(image).max()), 1e-30)
+    # The scale comes from the lesion-free volume, so planting lesions changes nothing
+    # outside their boxes.
+    scale = PEAK[acquisition] / max(float((magnitude * shading).max()), 1e-30)
+    annotations = []
+    if lesions:
+        top, left = (HEIGHT - RECON) // 2, (width - RECON) // 2
+        planted = phantom.plant_lesions(_rng(seed, index, _STREAM_LESIONS), magnitude, geoms,
+                                        shape, fat_suppressed, (top, left, RECON, RECON))
+        annotations = [_annotation_row(file_name(index), les, top, left) for les in planted]
+    magnitude *= shading * np.float32(scale)
+    image = np.empty(magnitude.shape, np.complex64)
+    image.real = magnitude * np.cos(phase)
+    image.imag = magnitude * np.sin(phase)
 
     noise_rng = _rng(seed, index, _STREAM_NOISE)
     sigma = NOISE[acquisition] * PEAK[acquisition] / np.sqrt(2.0)
     noise = noise_rng.standard_normal((2, n_slices, HEIGHT, width), dtype=np.float32) * sigma
-    kspace = np.asarray(physics.fft2c(image.astype(np.complex64)))
-    kspace = kspace + (noise[0] + 1j * noise[1])
-    keep = np.zeros(width, bool)
-    keep[acquired_columns(width)] = True
-    kspace = (kspace * keep).astype(np.complex64)
+    kspace = np.array(physics.fft2c(image))  # a writable copy
+    kspace.real += noise[0]
+    kspace.imag += noise[1]
+    # Real files hold zeros in the columns outside the encoding limits.
+    cols = acquired_columns(width)
+    kspace[..., : cols.start] = 0
+    kspace[..., cols.stop :] = 0
 
     target = np.asarray(
         physics.complex_abs(physics.center_crop(physics.ifft2c(kspace), (RECON, RECON))),
@@ -232,8 +257,20 @@ def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 3
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="synth", unit="volume")
-    paths = []
+    paths, rows = [], []
     for i in indices:
         volume = make_volume(i, n_slices, width, seed, lesions)
         paths.append(write_volume(out_dir / volume.name, volume))
+        rows.extend(volume.annotations)
+    if lesions:
+        write_annotations(out_dir / ANNOTATIONS, rows)
     return paths
+
+
+def write_annotations(path: Path, rows: list[dict]) -> Path:
+    """Write lesion boxes as a fastMRI+ ``knee.csv``-style table."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=ANNOTATION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
