@@ -7,13 +7,14 @@ import logging
 import pickle
 import shutil
 
+import grain
 import h5py
 import numpy as np
 import pytest
 
 from fnaf_jax.data.fastmri import SliceDataset
 from fnaf_jax.data.header import header_xml, metadata_onehot
-from fnaf_jax.data.loader import collate, epoch_order, make_loader
+from fnaf_jax.data.loader import SliceSource, collate, epoch_order, make_loader
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.masks import RandomMaskFunc
 
@@ -24,6 +25,23 @@ GOLDEN_NAME = "file1000031.h5"  # the name that seeded the golden mask
 def golden_dir(golden, tmp_path_factory):
     out = tmp_path_factory.mktemp("golden_data")
     shutil.copy(golden / "unet_transform_file1000031.h5", out / GOLDEN_NAME)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """Two small volumes (3 slices of 64x48 k-space, 32x32 targets), random content."""
+    out = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for name, acquisition, model in (("file1000001.h5", "CORPD_FBK", "Skyra"),
+                                     ("file1000002.h5", "CORPDFS_FBK", "Prisma_fit")):
+        with h5py.File(out / name, "w") as f:
+            f["kspace"] = (rng.standard_normal((3, 64, 48))
+                           + 1j * rng.standard_normal((3, 64, 48))).astype(np.complex64)
+            f["reconstruction_esc"] = rng.random((3, 32, 32), np.float32)
+            f["ismrmrd_header"] = np.bytes_(header_xml((64, 48, 1), (32, 32, 1),
+                                                       system_model=model))
+            f.attrs.update(acquisition=acquisition, max=1.0)
     return out
 
 
@@ -145,20 +163,20 @@ def test_metadata_unknown_scanner(tmp_path, caplog):
     assert "avanto.h5" in caplog.text and "Avanto" in caplog.text
 
 
-def test_dataset_pickles_and_indexes(synthetic_dir):
-    ds = SliceDataset(synthetic_dir, mask_func=RandomMaskFunc([0.08], [4]))
+def test_dataset_pickles_and_indexes(tiny_dir):
+    ds = SliceDataset(tiny_dir, mask_func=RandomMaskFunc([0.08], [4]))
     assert len(ds) == 6 and len(ds.volumes) == 2
     clone = pickle.loads(pickle.dumps(ds))
     a, b = ds[4], clone[4]
     assert (a["fname"], a["slice_num"]) == ("file1000002.h5", 1)
     np.testing.assert_array_equal(a["image"], b["image"])
-    assert a["acquisition"] == "CORPDFS_FBK" and a["metadata"].sum() == 1
+    assert a["acquisition"] == "CORPDFS_FBK" and a["metadata"][4] == a["metadata"].sum() == 1
     with pytest.raises(IndexError):
         ds[6]
     with pytest.raises(ConfigError, match="transform"):
-        SliceDataset(synthetic_dir, transform="varnet")
+        SliceDataset(tiny_dir, transform="varnet")
     with pytest.raises(ConfigError, match="multicoil"):
-        SliceDataset(synthetic_dir, challenge="multicoil")
+        SliceDataset(tiny_dir, challenge="multicoil")
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
@@ -170,14 +188,14 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
     np.testing.assert_array_equal(epoch_order(5, shuffle=False, seed=3), np.arange(5))
 
 
-def test_loader_batches_follow_the_epoch_order(synthetic_dir):
-    ds = SliceDataset(synthetic_dir, mask_func=RandomMaskFunc([0.08], [4]))
+def test_loader_batches_follow_the_epoch_order(tiny_dir):
+    ds = SliceDataset(tiny_dir, mask_func=RandomMaskFunc([0.08], [4]))
     loader = make_loader(ds, 4, shuffle=True, seed=7, epoch=1)
     batches = list(loader)
     assert len(loader) == len(batches) == 2
     order = epoch_order(6, shuffle=True, seed=7, epoch=1)
     first = batches[0]
-    assert first["image"].shape == (4, 320, 320) and first["mask"].shape == (4, 368)
+    assert first["image"].shape == (4, 32, 32) and first["mask"].shape == (4, 48)
     assert first["mean"].shape == (4,) and first["metadata"].shape == (4, 8)
     assert isinstance(first["fname"], list) and len(first["fname"]) == 4
     for j, index in enumerate(order[:4]):
@@ -190,8 +208,8 @@ def test_loader_batches_follow_the_epoch_order(synthetic_dir):
     assert sorted(seen) == sorted((v.fname, s) for v in ds.volumes for s in range(3))
 
 
-def test_loader_workers_give_the_same_batches(synthetic_dir):
-    ds = SliceDataset(synthetic_dir, transform="raw")
+def test_loader_workers_give_the_same_batches(tiny_dir):
+    ds = SliceDataset(tiny_dir, transform="raw")
     serial = list(make_loader(ds, 3, shuffle=True, seed=1))
     parallel = list(make_loader(ds, 3, shuffle=True, seed=1, num_workers=2))
     assert len(parallel) == len(serial) == 2
@@ -199,6 +217,15 @@ def test_loader_workers_give_the_same_batches(synthetic_dir):
         assert a["fname"] == b["fname"] and type(b["kspace"]) is np.ndarray
         np.testing.assert_array_equal(a["kspace"], b["kspace"])
         np.testing.assert_array_equal(a["slice_num"], b["slice_num"])
+
+
+def test_grain_source_view(tiny_dir):
+    ds = SliceDataset(tiny_dir, transform="raw")
+    source = SliceSource(ds)
+    assert isinstance(source, grain.sources.RandomAccessDataSource) and len(source) == 6
+    pipeline = grain.MapDataset.source(source)
+    np.testing.assert_array_equal(pipeline[5]["kspace"], ds[5]["kspace"])
+    assert "SliceDataset" in repr(source)
 
 
 def test_collate_keeps_none_and_strings_as_lists():
