@@ -8,7 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from fnaf_jax.data import synthetic
+from fnaf_jax import cli
+from fnaf_jax.data import phantom, synthetic
+from fnaf_jax.data.annotations import read_fastmri_plus
+from fnaf_jax.errors import ConfigError, DataError
 
 NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 
@@ -77,3 +80,103 @@ def test_deterministic_and_seed_dependent(tmp_path):
     np.testing.assert_array_equal(a.kspace, b.kspace)
     assert a.attrs == b.attrs
     assert np.abs(a.target - c.target).max() > 0.05 * a.target.max()
+
+
+def _kspace_noise_sigma(kspace):
+    """Noise std per real component, from the k-space corners (no signal left there)."""
+    corners = np.concatenate([kspace[:, :40, 10:40], kspace[:, :40, -40:-10]], axis=-1)
+    return float(np.sqrt(np.mean(np.abs(corners) ** 2) / 2))
+
+
+def test_contrasts_and_snr(synthetic_dir):
+    # FS volumes: darker overall (fat and marrow suppressed) and a lower SNR.
+    stats = {}
+    for name in ("file1000001.h5", "file1000002.h5"):
+        with h5py.File(synthetic_dir / name) as f:
+            target, k = f["reconstruction_esc"][()], f["kspace"][()]
+            stats[f.attrs["acquisition"]] = (
+                float(np.median(target) / target.max()),
+                float(target.max() / _kspace_noise_sigma(k)),
+            )
+    (pd_median, pd_snr), (fs_median, fs_snr) = stats["CORPD_FBK"], stats["CORPDFS_FBK"]
+    assert 40 < pd_snr < 200 and 10 < fs_snr < 60 and fs_snr < 0.6 * pd_snr
+    assert fs_median < pd_median
+
+
+def test_slices_change_through_the_volume(synthetic_dir):
+    with h5py.File(synthetic_dir / "file1000001.h5") as f:
+        target = f["reconstruction_esc"][()]
+    first, last = target[0] / target.max(), target[-1] / target.max()
+    # Anterior and posterior slices cut different parts of the condyles.
+    assert np.mean(np.abs(first - last) > 0.2) > 0.03
+
+
+def test_lesions_change_only_their_boxes():
+    # Exact check on the noise-free magnitude phantom: lesions touch only their boxes.
+    rng = np.random.default_rng(7)
+    clean, geoms, shape = phantom.knee_volume(rng, 4, 640, 336, False, return_geometry=True)
+    painted = clean.copy()
+    lesions = phantom.plant_lesions(np.random.default_rng(1), painted, geoms, shape, False,
+                                    (160, 8, 320, 320), probability=1.0)
+    assert len(lesions) >= 4
+    outside = np.ones(clean.shape, bool)
+    for les in lesions:
+        box = (les.slice, slice(*les.rows), slice(*les.cols))
+        assert np.abs(painted[box] - clean[box]).max() > 0.05
+        outside[box] = False
+    np.testing.assert_array_equal(painted[outside], clean[outside])
+
+
+def test_annotation_boxes_land_on_lesions(tmp_path):
+    # End to end: annotations.csv (read with the fastMRI+ reader) against the targets.
+    paths = synthetic.write_dataset(tmp_path, n_volumes=2, n_slices=3, seed=1, lesions=True)
+    boxes = read_fastmri_plus(tmp_path / synthetic.ANNOTATIONS)
+    assert len(boxes) >= 3
+    assert {b.label for b in boxes} <= {phantom.CARTILAGE_PARTIAL, phantom.CARTILAGE_FULL,
+                                        phantom.MENISCUS_TEAR, phantom.MARROW_EDEMA}
+    for index, path in enumerate(paths):
+        clean = synthetic.make_volume(index, n_slices=3, seed=1).target
+        with h5py.File(path) as f:
+            diff = np.abs(f["reconstruction_esc"][()] - clean)
+        inside = np.zeros(diff.shape, bool)
+        for b in (b for b in boxes if b.fname == path.name):
+            box = (b.slice, slice(*b.rows), slice(*b.cols))
+            assert diff[box].max() > 0.04 * clean.max(), b
+            inside[box] = True
+        # Outside the boxes only round-off and the faint ringing of the zeroed edge
+        # columns remain (measured: 0.3% of the lesion contrast).
+        if inside.any():
+            assert diff[~inside].max() < 0.01 * diff[inside].max()
+        else:
+            assert diff.max() == 0
+
+
+def test_cli_writes_files_annotations_and_preview(tmp_path):
+    out = tmp_path / "set"
+    status = cli.main(["synth", "--out", str(out), "--volumes", "2", "--slices", "2",
+                       "--width", "332", "--seed", "5", "--lesions", "--preview"])
+    assert status == 0
+    assert sorted(p.name for p in out.glob("*.h5")) == ["file1000001.h5", "file1000002.h5"]
+    with h5py.File(out / "file1000002.h5") as f:
+        assert f["kspace"].shape == (2, 640, 332)
+        head = _header_fields(f["ismrmrd_header"][()])
+        assert head["encoded"] == (640, 332, 1)
+        _, hi, center = head["limits"]
+        # fastMRI's padding_left = W//2 - center must equal the first acquired column.
+        first = 332 // 2 - center
+        k = f["kspace"][()]
+        assert np.all(k[..., :first] == 0) and np.all(k[..., first + hi + 1:] == 0)
+        assert np.all(np.abs(k[..., first]).max(axis=-1) > 0)
+    assert (out / synthetic.ANNOTATIONS).read_text().startswith(
+        "file,slice,study_level,x,y,width,height,label")
+    png = (out / "preview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_bad_arguments_raise_errors(tmp_path):
+    with pytest.raises(ConfigError, match="width"):
+        synthetic.make_volume(0, n_slices=1, width=300)
+    with pytest.raises(ConfigError, match="n_volumes"):
+        synthetic.write_dataset(tmp_path, n_volumes=0)
+    with pytest.raises(DataError, match="no .h5"):
+        synthetic.save_preview(tmp_path, tmp_path / "p.png")

@@ -25,10 +25,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from fnaf_jax.data.synthetic import write_dataset
+    from fnaf_jax.data.synthetic import ANNOTATIONS, save_preview, write_dataset
 
     paths = write_dataset(args.out, n_volumes=args.volumes, n_slices=args.slices,
                           width=args.width, seed=args.seed, lesions=args.lesions,
                           progress=True)
     print(f"wrote {len(paths)} volumes to {args.out}")
+    if args.lesions:
+        print(f"lesion boxes: {args.out / ANNOTATIONS}")
+    if args.preview:
+        print(f"preview: {save_preview(args.out, args.out / 'preview.png')}")
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from fnaf_jax import physics
 from fnaf_jax.data import phantom
-from fnaf_jax.errors import ConfigError
+from fnaf_jax.errors import ConfigError, DataError
 
 HEIGHT = 640  # readout samples: 2x oversampled, as fastMRI knee data
 RECON = 320  # reconSpace matrix
@@ -274,3 +274,56 @@ def write_annotations(path: Path, rows: list[dict]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def save_preview(data_dir, out_path, slices_per_volume: int = 4) -> Path:
+    """Montage of a few slices of one volume per acquisition found in ``data_dir``
+    (``reconstruction_esc``, fastMRI orientation), with lesion boxes when the folder has
+    an ``annotations.csv``. Written with matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    data_dir = Path(data_dir)
+    chosen = {}
+    for path in sorted(data_dir.glob("*.h5")):
+        with h5py.File(path, "r") as f:
+            acquisition = str(f.attrs.get("acquisition", "?"))
+            if acquisition not in chosen:
+                chosen[acquisition] = (path, f["reconstruction_esc"][()])
+    if not chosen:
+        raise DataError(f"{data_dir}: no .h5 volumes to preview")
+    boxes = {}
+    if (data_dir / ANNOTATIONS).is_file():
+        with open(data_dir / ANNOTATIONS, newline="") as fh:
+            for row in csv.DictReader(fh):
+                boxes.setdefault((row["file"] + ".h5", int(row["slice"])), []).append(row)
+
+    ncols = slices_per_volume
+    fig, axes = plt.subplots(len(chosen), ncols, figsize=(2.6 * ncols, 2.8 * len(chosen)),
+                             squeeze=False)
+    order = sorted(chosen, key=lambda a: (ACQUISITIONS.index(a) if a in ACQUISITIONS else 9, a))
+    for r, acquisition in enumerate(order):
+        path, volume = chosen[acquisition]
+        picks = np.unique(np.linspace(0, len(volume) - 1, ncols).round().astype(int))
+        vmax = float(np.percentile(volume, 99.8))
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(picks):
+                continue
+            s = int(picks[c])
+            ax.imshow(volume[s], cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_title(f"{path.stem} {acquisition} s{s}", fontsize=7)
+            for row in boxes.get((path.name, s), []):
+                h, w = int(row["height"]), int(row["width"])
+                top = RECON - int(row["y"]) - h  # boxes are on the flipped image
+                ax.add_patch(Rectangle((int(row["x"]) - 0.5, top - 0.5), w, h, fill=False,
+                                       edgecolor="red", linewidth=0.8))
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
