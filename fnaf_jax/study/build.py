@@ -48,7 +48,8 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
                              t4.read_text() if t4.is_file() else None, timings, notes)
 
     after = [f"attack_{m}" for m in st.MODELS] + ["evaluate", "transfer", "table4"]
-    return Stage("report", run, {"version": 1}, outputs=[], after=after, weight=0.3)
+    return Stage("report", run, {"version": 1, "figures": preset.get("figures", {})}, outputs=[],
+                 after=after, weight=0.3)
 
 
 def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotations=None,
