@@ -227,8 +227,8 @@ def attack_stage(layout: Layout, preset: dict, model: str) -> Stage:
             for method in METHODS:
                 run_verb(["attack", "--checkpoint", layout.checkpoint(model),
                           "--data", layout.val_dir, "--method", method,
-                          "--out", layout.attack(model, acc, method),
-                          "--accelerations", acc, "--center-fractions", cf, *flags(opts)])
+                          "--out", layout.attack(model, acc, method), "--name", model,
+                          "--acceleration", acc, "--center-fraction", cf, *flags(opts)])
 
     return Stage(f"attack_{model}", run, {"accs": accs, "attack": opts},
                  outputs=[layout.attack(model, a, m) for a, _ in accs for m in METHODS],
@@ -242,8 +242,8 @@ def transfer_stage(layout: Layout, preset: dict) -> Stage:
         for acc, cf in accs:
             run_verb(["attack", "--checkpoint", layout.checkpoint("irim"),
                       "--data", layout.val_dir, "--transfer-from", layout.attack("unet", acc, "rs"),
-                      "--out", layout.transfer(acc),
-                      "--accelerations", acc, "--center-fractions", cf, *flags(opts)])
+                      "--out", layout.transfer(acc), "--name", "irim",
+                      "--acceleration", acc, "--center-fraction", cf, *flags(opts)])
 
     return Stage("transfer", run, {"accs": accs, "attack": opts},
                  outputs=[layout.transfer(a) for a, _ in accs],
