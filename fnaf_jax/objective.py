@@ -13,6 +13,7 @@ to [-6, 6] like fastMRI's target, ``o`` is not (it is what the network produced)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -175,38 +176,32 @@ def score(recon_fn: ReconFn, batch, candidates: features.Candidates, cfg: Object
     return loss.reshape(b, k), ip.reshape(b, k)
 
 
-def as_recon_fn(model_or_fn):
-    """(pure_fn(state, u, mask, metadata), state) for an NNX model or a plain function.
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+def _score_model(graphdef, state, batch, candidates, cfg):
+    from flax import nnx
 
-    Splitting an NNX model keeps its weights as jit arguments rather than constants baked
-    into the compiled program (one compilation per architecture, not per checkpoint).
+    return score(nnx.merge(graphdef, state).reconstruct, batch, candidates, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("fn", "cfg"))
+def _score_fn(fn, batch, candidates, cfg):
+    return score(fn, batch, candidates, cfg)
+
+
+def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK):
+    """``scorer(batch, candidates) -> (loss[B,K], ip[B,K])``, jitted, for a model or recon_fn.
+
+    An NNX model is split so that its weights are jit arguments, not constants baked into
+    the program: one compilation per architecture and shape, shared by every checkpoint.
     """
     from flax import nnx
 
     if isinstance(model_or_fn, nnx.Module):
         graphdef, state = nnx.split(model_or_fn)
-
-        def fn(state, u, mask, metadata):
-            return nnx.merge(graphdef, state).reconstruct(u, mask, metadata)
-
-        return fn, state
+        return lambda batch, cand: _score_model(graphdef, state, _device_batch(batch), cand, cfg)
     if not callable(model_or_fn):
         raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn)}")
-    return (lambda state, u, mask, metadata: model_or_fn(u, mask, metadata)), None
-
-
-def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK):
-    """A jitted ``scorer(batch, candidates) -> (loss[B,K], ip[B,K])`` for a model or recon_fn."""
-    fn, state = as_recon_fn(model_or_fn)
-
-    @jax.jit
-    def jitted(state, batch, candidates):
-        return score(lambda u, m, md: fn(state, u, m, md), batch, candidates, cfg)
-
-    def scorer(batch, candidates):
-        return jitted(state, _device_batch(batch), candidates)
-
-    return scorer
+    return lambda batch, cand: _score_fn(model_or_fn, _device_batch(batch), cand, cfg)
 
 
 def _device_batch(batch):

@@ -1,0 +1,287 @@
+"""Attack a dataset slice by slice and write one JSON line per slice (resumable).
+
+A record (``attack_record``) holds: ``file``, ``slice``, ``method`` ("rs" | "fd"),
+``acceleration``, ``center_fraction``, ``mask_type``, ``mask_seed`` (the file name that
+seeds the column mask, fastMRI's validation convention), ``worst_loss``, ``hit``, ``ip``,
+``accepted``, ``num_accepted``/``num_scored`` (candidates with IP >= threshold / scored),
+``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...], ``values``}, ``model``,
+``checkpoint``, ``seed``, ``gamma``, ``ip_threshold`` and, for transfer runs,
+``transfer_from`` and ``source_model``.
+
+Randomness is per slice (a key folded from the seed and the slice's file/slice name), so
+a resumed run, or a run with another batch size, draws the same features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnaf_jax import masks as masks_mod
+from fnaf_jax.attacks.config import (
+    DEFAULT_ATTACK,
+    AttackConfig,
+    AttackResult,
+    summarize,
+)
+from fnaf_jax.attacks.finite_diff import finite_diff
+from fnaf_jax.attacks.random_search import random_search
+from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.features import Candidates
+from fnaf_jax.objective import make_scorer
+
+METHODS = {"rs": random_search, "fd": finite_diff}
+#: fastMRI's pairing of acceleration and centre fraction (SPEC 5).
+CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """The (320,) column mask of the attacked image: type, acceleration, centre fraction."""
+
+    acceleration: int = 4
+    center_fraction: float | None = None  # None: fastMRI's pairing (4x 0.08, 8x 0.04)
+    mask_type: str = "random"
+
+    def fraction(self) -> float:
+        if self.center_fraction is not None:
+            return float(self.center_fraction)
+        if self.acceleration not in CENTER_FRACTIONS:
+            raise ConfigError(f"acceleration {self.acceleration}: give a centre fraction "
+                              f"(known pairs: {CENTER_FRACTIONS})")
+        return CENTER_FRACTIONS[self.acceleration]
+
+    def mask_func(self):
+        return masks_mod.create_mask_for_mask_type(self.mask_type, [self.fraction()], [self.acceleration])
+
+
+DEFAULT_MASK = MaskSpec()
+
+
+def slice_key(seed: int, fname: str, slice_num: int) -> jax.Array:
+    """PRNG key of one slice: independent of batch composition and order."""
+    tag = zlib.crc32(f"{os.path.basename(fname)}/{int(slice_num)}".encode()) & 0x7FFFFFFF
+    return jax.random.fold_in(jax.random.key(seed), tag)
+
+
+def file_mask(spec: MaskSpec, fname: str, num_cols: int, _cache: dict = {}) -> np.ndarray:  # noqa: B006
+    """Column mask for every slice of ``fname``, seeded by the file name (cached)."""
+    key = (spec, os.path.basename(fname), num_cols)
+    if key not in _cache:
+        mask, _ = masks_mod.column_mask(spec.mask_func(), num_cols, seed=masks_mod.file_seed(fname))
+        _cache[key] = np.asarray(mask, np.float32)
+    return _cache[key]
+
+
+def make_batch(items: list[dict], spec: MaskSpec, image_shape) -> dict:
+    """Host batch for the attacks: ``target_raw``, FNAF ``mask`` (B, W), ``metadata``, names."""
+    ys, masks, metas = [], [], []
+    for item in items:
+        where = f"{item.get('fname', '?')} slice {item.get('slice_num', '?')}"
+        y = item.get("target_raw")
+        if y is None:
+            raise DataError(f"{where}: no ground truth image (test file?): cannot attack it")
+        y = np.asarray(y, np.float32)
+        if y.shape != tuple(image_shape):
+            raise DataError(f"{where}: ground truth is {y.shape}, the attack expects {tuple(image_shape)}")
+        ys.append(y)
+        masks.append(file_mask(spec, item["fname"], y.shape[-1]))
+        meta = item.get("metadata")
+        metas.append(np.zeros(8, np.float32) if meta is None else np.asarray(meta, np.float32))
+    return {
+        "target_raw": np.stack(ys),
+        "mask": np.stack(masks),
+        "metadata": np.stack(metas),
+        "fname": [os.path.basename(it["fname"]) for it in items],
+        "slice_num": [int(it["slice_num"]) for it in items],
+    }
+
+
+def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spec: MaskSpec,
+                  cfg: AttackConfig, extra: dict) -> dict:
+    """The JSON record of sample ``i`` of an attacked batch (see the module docstring)."""
+    cand = jax.tree.map(lambda a: np.asarray(a[i, 0]), result.candidate)
+    pixels = cand.offsets + cand.location
+    return {
+        "file": batch["fname"][i],
+        "slice": batch["slice_num"][i],
+        "method": method,
+        "acceleration": spec.acceleration,
+        "center_fraction": spec.fraction(),
+        "mask_type": spec.mask_type,
+        "mask_seed": batch["fname"][i],
+        "worst_loss": float(result.worst_loss[i]),
+        "hit": bool(result.hit[i]),
+        "ip": float(result.ip[i]),
+        "accepted": bool(result.accepted[i]),
+        "num_accepted": int(result.num_accepted[i]),
+        "num_scored": int(result.losses.shape[1]),
+        "location": [int(v) for v in cand.location],
+        "feature": {"pixels": pixels.astype(int).tolist(), "values": [float(v) for v in cand.values]},
+        "gamma": cfg.gamma,
+        "ip_threshold": cfg.ip_threshold,
+        **extra,
+    }
+
+
+def candidate_from_record(record: dict) -> Candidates:
+    """A (1, 1, P, ...) candidate rebuilt from a record's ``feature`` and ``location``."""
+    try:
+        pixels = np.asarray(record["feature"]["pixels"], np.int32)
+        values = np.asarray(record["feature"]["values"], np.float32)
+        location = np.asarray(record["location"], np.int32)
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"attack record of {record.get('file')} slice {record.get('slice')}: "
+                        f"no usable feature ({exc})") from None
+    if pixels.ndim != 2 or pixels.shape[1] != 2 or values.shape != (len(pixels),) or location.shape != (2,):
+        raise DataError(f"attack record of {record.get('file')} slice {record.get('slice')}: malformed feature")
+    return Candidates(jnp.asarray(pixels - location)[None, None], jnp.asarray(location)[None, None],
+                      jnp.asarray(values)[None, None])
+
+
+def read_records(path) -> list[dict]:
+    """Records of a results file; a torn last line (a killed run) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such results file")
+    lines = path.read_text().splitlines()
+    records = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break  # interrupted while writing its last line
+            raise DataError(f"{path}:{n}: not a JSON line") from None
+    return records
+
+
+def _open_for_append(path: Path):
+    """Append handle; a torn final line left by a killed run is cut off first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return path.open("a")
+
+
+def _transfer_attack(sources: dict, cfg: AttackConfig):
+    """An attack that re-scores each slice's source feature (same mask) on this model."""
+
+    def attack(score_fn, batch, keys, _cfg):
+        cands = [candidate_from_record(sources[(f, s)]) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)]
+        p = {len(c.values[0, 0]) for c in cands}
+        if len(p) != 1:
+            raise DataError(f"transfer source mixes feature sizes {sorted(p)}; cannot batch them")
+        stacked = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *cands)
+        losses, ips = score_fn(batch, stacked)
+        return summarize(losses, ips, stacked, cfg)
+
+    return attack
+
+
+def _shard(batch: dict):
+    """Spread the device arrays of a batch over all devices (axis 0) when there are several."""
+    if jax.device_count() == 1:
+        return batch
+    from fnaf_jax import parallel
+
+    mesh = parallel.make_mesh()
+    arrays = {k: batch[k] for k in ("target_raw", "mask", "metadata")}
+    return {**batch, **parallel.shard_batch(arrays, mesh)}
+
+
+def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: MaskSpec = DEFAULT_MASK,
+               cfg: AttackConfig = DEFAULT_ATTACK, batch_size: int = 8, limit: int | None = None,
+               seed: int = 0, model_name: str = "", checkpoint: str = "",
+               transfer_from=None, progress: bool = True) -> int:
+    """Attack the first ``limit`` slices of ``dataset``; append records to ``out_path``.
+
+    Slices already in ``out_path`` are skipped (resume); each batch is appended and
+    flushed as soon as it is done. Returns the number of new records.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"attack method {method!r} unknown; choose one of {sorted(METHODS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    out_path = Path(out_path)
+    done = {(r["file"], r["slice"]) for r in read_records(out_path)} if out_path.is_file() else set()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    extra = {"model": model_name, "checkpoint": checkpoint, "seed": seed}
+    attack = METHODS[method]
+    sources = None
+    if transfer_from is not None:
+        sources = {(r["file"], r["slice"]): r for r in read_records(transfer_from)}
+        first = next(iter(sources.values()), None)
+        if first is None:
+            raise DataError(f"{transfer_from}: no records to transfer")
+        extra.update(transfer_from=str(transfer_from), source_model=first.get("model", ""))
+        method = first.get("method", method)
+        # Same masks as the source run: its acceleration, centre fraction and mask type.
+        spec = MaskSpec(int(first.get("acceleration", spec.acceleration)),
+                        first.get("center_fraction", spec.center_fraction),
+                        first.get("mask_type", spec.mask_type))
+        attack = _transfer_attack(sources, cfg)
+
+    todo = []
+    for index in range(n):
+        key = _slice_name(dataset, index)
+        if key in done or (sources is not None and key not in sources):
+            continue
+        todo.append(index)
+
+    scorer = make_scorer(model_or_fn, cfg.objective)
+    bar = _progress(len(todo), progress)
+    written = 0
+    with _open_for_append(out_path) as fh:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            items = [dataset[i] for i in chunk]
+            real = len(items)
+            items += [items[-1]] * (batch_size - real)  # fixed batch shape: one compilation
+            batch = make_batch(items, spec, cfg.features.image_shape)
+            keys = jnp.stack([slice_key(seed, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
+            result = attack(scorer, _shard(batch), keys, cfg)
+            result = jax.device_get(result)
+            for i in range(real):
+                record = attack_record(result, i, batch, method=method, spec=spec, cfg=cfg, extra=extra)
+                fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            written += real
+            bar.update(real)
+    bar.close()
+    return written
+
+
+def _slice_name(dataset, index: int) -> tuple[str, int]:
+    """(file name, slice) of a dataset item, without reading it when the dataset can tell."""
+    if hasattr(dataset, "locate"):
+        volume, slice_num = dataset.locate(index)
+        return os.path.basename(volume.fname), int(slice_num)
+    item = dataset[index]
+    return os.path.basename(item["fname"]), int(item["slice_num"])
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="slice", disable=not enabled, desc="attack")
+
+
+def group_records(records: Iterable[dict], *keys: str) -> dict:
+    """Records grouped by the values of ``keys`` (e.g. "model", "acceleration", "method")."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
+    return groups
