@@ -3,7 +3,7 @@
 ``SliceDataset`` scans a folder (or one file, or a list of files) once at construction,
 reading only shapes, the ISMRMRD header and attrs, and then reads one slice per item,
 opening the file for that read only: no h5py handle outlives a call, so the dataset
-pickles and survives ``fork`` into loader workers. Items are dicts of numpy values whose
+pickles into loader worker processes. Items are dicts of numpy values whose
 keys are fixed by docs/DESIGN.md ("unet" and "raw" transforms).
 
 Bad files (missing, truncated, not HDF5, no ``kspace``, wrong rank or dtype, header
