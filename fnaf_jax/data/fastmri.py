@@ -73,6 +73,10 @@ class Volume:
         return os.path.basename(self.path)
 
 
+class _BadFile(ValueError):
+    """A problem found while scanning a file; ``scan_volume`` adds the path (DataError)."""
+
+
 def _attr_str(value) -> str:
     if isinstance(value, (bytes, np.bytes_)):
         return value.decode("utf-8", "replace")
@@ -94,23 +98,23 @@ def _central_run(mask: np.ndarray) -> int:
 
 def _check_kspace(dataset) -> tuple[int, int, int]:
     if not isinstance(dataset, h5py.Dataset):
-        raise HeaderError("'kspace' is not a dataset")
+        raise _BadFile("'kspace' is not a dataset")
     if dataset.ndim != 3:
-        raise HeaderError(f"'kspace' has rank {dataset.ndim} (shape {dataset.shape}); "
+        raise _BadFile(f"'kspace' has rank {dataset.ndim} (shape {dataset.shape}); "
                           "expected (slices, rows, columns) for single-coil data")
     if not np.issubdtype(dataset.dtype, np.complexfloating):
-        raise HeaderError(f"'kspace' has dtype {dataset.dtype}; expected complex64")
+        raise _BadFile(f"'kspace' has dtype {dataset.dtype}; expected complex64")
     if min(dataset.shape) == 0:
-        raise HeaderError(f"'kspace' is empty (shape {dataset.shape})")
+        raise _BadFile(f"'kspace' is empty (shape {dataset.shape})")
     return dataset.shape
 
 
 def _read_volume(hf: h5py.File, path: str, recons_key: str) -> Volume:
     if "kspace" not in hf:
-        raise HeaderError("missing dataset 'kspace'")
+        raise _BadFile("missing dataset 'kspace'")
     num_slices, rows, cols = _check_kspace(hf["kspace"])
     if "ismrmrd_header" not in hf:
-        raise HeaderError("missing dataset 'ismrmrd_header'")
+        raise _BadFile("missing dataset 'ismrmrd_header'")
     raw = hf["ismrmrd_header"][()]
     header = parse_header(raw.tobytes() if isinstance(raw, np.ndarray) else raw)
 
@@ -118,13 +122,13 @@ def _read_volume(hf: h5py.File, path: str, recons_key: str) -> Volume:
     if recons_key in hf:
         target = hf[recons_key]
         if target.ndim != 3 or target.shape[0] != num_slices:
-            raise HeaderError(f"{recons_key!r} has shape {target.shape}; expected "
+            raise _BadFile(f"{recons_key!r} has shape {target.shape}; expected "
                               f"({num_slices}, height, width) like 'kspace'")
         if not np.issubdtype(target.dtype, np.floating):
-            raise HeaderError(f"{recons_key!r} has dtype {target.dtype}; expected float32")
+            raise _BadFile(f"{recons_key!r} has dtype {target.dtype}; expected float32")
         target_shape = tuple(target.shape[1:])
         if target_shape[0] > rows:
-            raise HeaderError(f"{recons_key!r} slices {target_shape} are taller than "
+            raise _BadFile(f"{recons_key!r} slices {target_shape} are taller than "
                               f"the k-space ({rows} rows)")
 
     attrs = hf.attrs
@@ -132,12 +136,12 @@ def _read_volume(hf: h5py.File, path: str, recons_key: str) -> Volume:
     if "mask" in hf:  # test/challenge file: k-space is already under-sampled
         stored_mask = np.asarray(hf["mask"][()]).astype(np.float32).reshape(-1)
         if stored_mask.shape != (cols,):
-            raise HeaderError(f"'mask' has shape {hf['mask'].shape}; expected ({cols},)")
+            raise _BadFile(f"'mask' has shape {hf['mask'].shape}; expected ({cols},)")
         key = next((k for k in ("num_low_frequency", "num_low_frequencies") if k in attrs),
                    None)
         stored_num_low = int(attrs[key]) if key else _central_run(stored_mask)
     elif target_shape is None:
-        raise HeaderError(f"neither {recons_key!r} (training/validation file) nor "
+        raise _BadFile(f"neither {recons_key!r} (training/validation file) nor "
                           "'mask' (test file) is present")
 
     acquisition = _attr_str(attrs.get("acquisition", ""))
@@ -165,7 +169,7 @@ def scan_volume(path: str | os.PathLike, recons_key: str = "reconstruction_esc")
     try:
         with h5py.File(path, "r") as hf:
             return _read_volume(hf, path, recons_key)
-    except HeaderError as err:
+    except (HeaderError, _BadFile) as err:
         raise DataError(f"{path}: {err}") from None
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
