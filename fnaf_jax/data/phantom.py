@@ -143,10 +143,10 @@ class KneeShape:
 def draw_shape(rng: np.random.Generator) -> KneeShape:
     u = rng.uniform
     return KneeShape(
-        scale=u(0.88, 1.08), angle=np.deg2rad(u(-7, 7)),
+        scale=u(0.92, 1.1), angle=np.deg2rad(u(-7, 7)),
         shift=(u(-14, 14), u(-14, 14)), side=float(rng.choice([-1.0, 1.0])),
-        leg_half_width=u(118, 138), fat_thickness=u(10, 20),
-        condyle_sep=u(40, 47), condyle_ru=u(34, 40), condyle_rv=u(30, 36),
+        leg_half_width=u(118, 136), fat_thickness=u(10, 26),
+        condyle_sep=u(42, 49), condyle_ru=u(35, 41), condyle_rv=u(30, 36),
         medial_drop=u(0, 4), shaft_half_width=u(36, 44),
         plateau_half_width=u(76, 86), tibia_shaft=u(30, 38),
         cartilage=u(4.5, 6.5), joint_gap=u(10, 13), notch_width=u(11, 15),
@@ -155,6 +155,10 @@ def draw_shape(rng: np.random.Generator) -> KneeShape:
 
 
 JOINT_REACH = 115.0  # |v| beyond which no small joint structure is drawn
+# Each bone is at least this far from the joint line on the other side, so its distance
+# field there saturates every ramp: store a large constant instead of computing it.
+BONE_REACH = 40.0
+FAR = 1e3
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,9 @@ class Frame:
     u: np.ndarray
     v: np.ndarray
     abs_u: np.ndarray
-    joint: slice
+    joint: slice       # rows with |v| <= JOINT_REACH somewhere
+    femur_rows: slice  # rows with v < BONE_REACH somewhere (the femur lies above)
+    tibia_rows: slice  # rows with v > -BONE_REACH somewhere
 
 
 def _frame(shape: KneeShape, height: int, width: int) -> Frame:
@@ -174,9 +180,14 @@ def _frame(shape: KneeShape, height: int, width: int) -> Frame:
     c, s = F32(np.cos(shape.angle)), F32(np.sin(shape.angle))
     u = (c * cols + s * rows) / F32(shape.scale) * F32(shape.side)
     v = (-s * cols + c * rows) / F32(shape.scale)
-    near = np.flatnonzero((v.min(axis=1) <= JOINT_REACH) & (v.max(axis=1) >= -JOINT_REACH))
-    joint = slice(int(near[0]), int(near[-1]) + 1) if near.size else slice(0, 0)
-    return Frame(u, v, np.abs(u), joint)
+    vmin, vmax = v.min(axis=1), v.max(axis=1)
+    return Frame(u, v, np.abs(u), _row_range((vmin <= JOINT_REACH) & (vmax >= -JOINT_REACH)),
+                 _row_range(vmin < BONE_REACH), _row_range(vmax > -BONE_REACH))
+
+
+def _row_range(rows) -> slice:
+    near = np.flatnonzero(rows)
+    return slice(int(near[0]), int(near[-1]) + 1) if near.size else slice(0, 0)
 
 
 @dataclass
@@ -277,15 +288,18 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     leg = k.leg_half_width * (1.0 + 0.0006 * np.clip(-v, -150, 200)) + 1.2 * soft - a
     inside = ramp(leg)
     img = inside * F32(_tissue("muscle", fs)) * (1.0 + 0.06 * soft)
-    fat_t = k.fat_thickness * (1.0 + 0.25 * np.tanh(u / 60.0)) + 1.5 * soft
+    fat_t = k.fat_thickness * (1.0 + 0.3 * np.tanh(u / 60.0)) + 4.0 * soft
     fat = F32(_tissue("fat", fs))
     paint(img, fat, inside * ramp(fat_t - leg))
     # Intermuscular fat septa (fascial planes) away from the joint.
     paint(img, fat, 0.7 * ramp((0.09 - np.abs(septa)) * 8.0) * ramp(np.abs(v) - 50.0)
           * ramp(leg - fat_t))
 
-    femur, notch_sdf, f_bottom, f_cv = _femur(k, u, v, t)
-    tibia, t_top = _tibia(k, u, v, t)
+    femur, notch_sdf = np.full_like(u, FAR), np.full_like(u, FAR)
+    tibia = np.full_like(u, FAR)
+    fr, tr = frame.femur_rows, frame.tibia_rows
+    femur[fr], notch_sdf[fr], f_bottom, f_cv = _femur(k, u[fr], v[fr], t)
+    tibia[tr], t_top = _tibia(k, u[tr], v[tr], t)
 
     # Joint window views: painting into them paints into img.
     w = frame.joint
@@ -294,7 +308,7 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     # Joint capsule: the space between the bones, inside the condyles' width.
     outer = k.condyle_sep + k.condyle_ru * 0.95
     paint(imj, F32(_tissue("joint", fs)), ramp(outer - aj) * ramp(fj) * ramp(tj)
-          * ramp(k.joint_gap / 2 + 6.0 - np.abs(vj)))
+          * ramp(k.joint_gap / 2 + 2.0 - np.abs(vj)))
     # Notch contents above the tibial spines: fat around the cruciate ligaments.
     paint(imj, fat * 0.8, ramp(-notch_sdf[w]) * ramp(fj) * ramp(tj) * ramp(-vj - 1.0))
 
@@ -302,7 +316,7 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     marrow = F32(_tissue("marrow", fs))
     cortex = F32(_tissue("cortex", fs))
     textured = marrow * (1.0 + 0.08 * trab)
-    cortex_w = 2.2 + 1.6 * ramp(np.abs(v) - 60.0)
+    cortex_w = 2.0 + 4.5 * smoothstep((np.abs(v) - 50.0) / 90.0)  # thicker on the shafts
     for d in (femur, tibia):
         paint(img, cortex, ramp(-d))
         paint(img, textured, ramp(-d - cortex_w))
@@ -325,6 +339,10 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
         paint(imj, cart * (0.8 + 0.35 * np.clip(d / k.cartilage, 0, 1)),
               band(d, 0.0, k.cartilage) * art)
 
+    # The joint line: a thin dark seam where the two cartilage surfaces meet.
+    paint(imj, F32(_tissue("joint", fs)), 0.7 * ramp(0.6 - np.abs(fj - tj))
+          * ramp(k.cartilage + 1.5 - fj) * ramp(outer - aj))
+
     # Joint fluid: thin bright rim in the gutters beside the condyles (effusion varies).
     paint(imj, F32(_tissue("fluid", fs)),
           band(fj, 0.0, 1.0 + 2.0 * k.effusion) * ramp(aj - k.condyle_sep - 20.0)
@@ -342,9 +360,11 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
 
     # Collateral ligaments: MCL along the medial side, LCL towards the fibular head.
     lig = F32(_tissue("ligament", fs))
-    mcl_u = outer + 4.0
-    mcl = segment_sdf(uj, vj, (mcl_u + 1.0, -50.0), (mcl_u - 7.0, 55.0), 2.2)
-    paint(imj, lig, ramp(-mcl) * (1.0 - smoothstep((t - 0.7) / 0.2)))
+    # The MCL hugs the medial side of both bones, a few pixels out, thickest at the joint.
+    bone = np.minimum(fj, tj)
+    mcl = band(bone, 1.5, 4.5 + 1.5 * ramp(12.0 - np.abs(vj))) * ramp(uj - outer + 10.0) \
+        * band(vj, -50.0, 60.0)
+    paint(imj, lig, mcl * (1.0 - smoothstep((t - 0.7) / 0.2)))
     lcl = segment_sdf(uj, vj, (-(outer + 2.0), -45.0), (-(k.plateau_half_width * 0.8), 30.0), 2.0)
     paint(imj, lig, ramp(-lcl) * smoothstep((t - 0.35) / 0.2))
     # Cruciates inside the notch: ACL in anterior-mid slices, PCL further back.

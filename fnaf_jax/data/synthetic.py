@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import jax
 import numpy as np
 
 from fnaf_jax import physics
@@ -149,13 +150,16 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 def _smooth_phase(rng, n_slices, height, width):
-    """Low-order polynomial phase, varying slowly across slices (radians)."""
+    """Low-order polynomial phase (radians) and its per-slice drift: returns
+    ``(base (H, W), offsets (S,), tilts (S,), yy (H, 1))``; slice ``s`` has phase
+    ``base + offsets[s] + tilts[s] * yy``, so the phase changes slowly through the volume."""
     yy = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, width, dtype=np.float32)[None, :]
-    c = rng.normal(0.0, [0.3, 0.8, 0.8, 0.4, 0.4, 0.3])
-    drift = rng.normal(0.0, 0.05, size=n_slices)[:, None, None]
+    c = [float(x) for x in rng.normal(0.0, [0.3, 0.8, 0.8, 0.4, 0.4, 0.3])]
     base = c[0] + c[1] * yy + c[2] * xx + c[3] * yy * yy + c[4] * xx * xx + c[5] * xx * yy
-    return (base[None] + drift * np.arange(n_slices)[:, None, None]).astype(np.float32)
+    offsets = np.cumsum(rng.normal(0.0, 0.15, n_slices)).astype(np.float32)
+    tilts = np.cumsum(rng.normal(0.0, 0.05, n_slices)).astype(np.float32)
+    return base.astype(np.float32), offsets, tilts, yy
 
 
 def _coil_shading(rng, height, width):
@@ -166,6 +170,17 @@ def _coil_shading(rng, height, width):
     radial = np.exp(-((yy - cy) / 0.55) ** 2)  # coil covers the central half of the FOV
     lateral = 1.0 + 0.25 * np.tanh(2 * (xx * np.sign(cx) + abs(cx) - 0.5))
     return (radial * lateral).astype(np.float32)
+
+
+@jax.jit
+def _fft2c(image):
+    return physics.fft2c(image)
+
+
+@jax.jit
+def _esc_target(kspace):
+    """``reconstruction_esc``: |center_crop_320(ifft2c(kspace))|."""
+    return physics.complex_abs(physics.center_crop(physics.ifft2c(kspace), (RECON, RECON)))
 
 
 def _annotation_row(name: str, lesion, top: int, left: int) -> dict:
@@ -194,36 +209,41 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
     magnitude, geoms, shape = phantom.knee_volume(anatomy_rng, n_slices, HEIGHT, width,
                                                   fat_suppressed, return_geometry=True)
     shading = _coil_shading(anatomy_rng, HEIGHT, width)
-    phase = _smooth_phase(anatomy_rng, n_slices, HEIGHT, width)
+    base_phase, offsets, tilts, yy = _smooth_phase(anatomy_rng, n_slices, HEIGHT, width)
     # The scale comes from the lesion-free volume, so planting lesions changes nothing
     # outside their boxes.
-    scale = PEAK[acquisition] / max(float((magnitude * shading).max()), 1e-30)
+    peak = max(float((m * shading).max()) for m in magnitude)
+    shading *= np.float32(PEAK[acquisition] / max(peak, 1e-30))
     annotations = []
     if lesions:
         top, left = (HEIGHT - RECON) // 2, (width - RECON) // 2
         planted = phantom.plant_lesions(_rng(seed, index, _STREAM_LESIONS), magnitude, geoms,
                                         shape, fat_suppressed, (top, left, RECON, RECON))
         annotations = [_annotation_row(file_name(index), les, top, left) for les in planted]
-    magnitude *= shading * np.float32(scale)
-    image = np.empty(magnitude.shape, np.complex64)
-    image.real = magnitude * np.cos(phase)
-    image.imag = magnitude * np.sin(phase)
 
+    # Physics one slice at a time: small arrays that stay in cache and heap.
     noise_rng = _rng(seed, index, _STREAM_NOISE)
-    sigma = NOISE[acquisition] * PEAK[acquisition] / np.sqrt(2.0)
-    noise = noise_rng.standard_normal((2, n_slices, HEIGHT, width), dtype=np.float32) * sigma
-    kspace = np.array(physics.fft2c(image))  # a writable copy
-    kspace.real += noise[0]
-    kspace.imag += noise[1]
-    # Real files hold zeros in the columns outside the encoding limits.
+    sigma = np.float32(NOISE[acquisition] * PEAK[acquisition] / np.sqrt(2.0))
     cols = acquired_columns(width)
-    kspace[..., : cols.start] = 0
-    kspace[..., cols.stop :] = 0
+    kspace = np.empty((n_slices, HEIGHT, width), np.complex64)
+    target = np.empty((n_slices, RECON, RECON), np.float32)
+    image = np.empty((HEIGHT, width), np.complex64)
+    for s in range(n_slices):
+        mag = magnitude[s] * shading
+        phase = base_phase + (offsets[s] + tilts[s] * yy)
+        image.real = mag * np.cos(phase)
+        image.imag = mag * np.sin(phase)
+        ks = kspace[s]
+        ks[...] = _fft2c(image)
+        noise = noise_rng.standard_normal((2, HEIGHT, width), dtype=np.float32)
+        noise *= sigma
+        ks.real += noise[0]
+        ks.imag += noise[1]
+        # Real files hold zeros in the columns outside the encoding limits.
+        ks[:, : cols.start] = 0
+        ks[:, cols.stop :] = 0
+        target[s] = _esc_target(ks)
 
-    target = np.asarray(
-        physics.complex_abs(physics.center_crop(physics.ifft2c(kspace), (RECON, RECON))),
-        dtype=np.float32,
-    )
     attrs = {
         "acquisition": acquisition,
         "max": np.float64(target.max()),
