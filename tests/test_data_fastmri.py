@@ -12,12 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from fnaf_jax.data.fastmri import SliceDataset, zero_filled_np
+from fnaf_jax.data.fastmri import SliceDataset
 from fnaf_jax.data.header import header_xml, metadata_onehot
 from fnaf_jax.data.loader import SliceSource, collate, epoch_order, make_loader
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.masks import RandomMaskFunc
-from fnaf_jax.physics import zero_filled
 
 GOLDEN_NAME = "file1000031.h5"  # the name that seeded the golden mask
 
@@ -237,12 +236,3 @@ def test_collate_keeps_none_and_strings_as_lists():
     np.testing.assert_array_equal(out["a"], [[1, 1], [0, 0]])
     np.testing.assert_array_equal(out["n"], [1, 2])
 
-
-@pytest.mark.parametrize(("shape", "crop"), [((63, 47), (31, 29)), ((64, 48), (64, 48))])
-def test_zero_filled_np_matches_physics(shape, crop):
-    """The column-sparse host version equals physics.zero_filled (jnp, full 2-D FFT)."""
-    rng = np.random.default_rng(1)
-    kspace = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-    mask = (rng.random(shape[1]) < 0.3).astype(np.float32)
-    expected = np.asarray(zero_filled(kspace, mask, crop))
-    np.testing.assert_allclose(zero_filled_np(kspace, mask, crop), expected, atol=1e-5)

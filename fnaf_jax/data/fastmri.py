@@ -44,7 +44,6 @@ __all__ = [
     "make_loader",
     "metadata_onehot",
     "scan_volume",
-    "zero_filled_np",
 ]
 
 log = logging.getLogger(__name__)
@@ -220,27 +219,6 @@ def ifft2c_np(kspace: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(x, axes=(-2, -1))
 
 
-def _ifftc(x: np.ndarray, axis: int) -> np.ndarray:
-    x = np.fft.ifftshift(x, axes=axis)
-    return np.fft.fftshift(np.fft.ifft(x, axis=axis, norm="ortho"), axes=axis)
-
-
-def zero_filled_np(kspace: np.ndarray, mask: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """``|center_crop(ifft2c(k * mask), crop)|`` as float32, about 2x faster at 4x.
-
-    The 2-D transform is separable: unsampled columns stay zero under the inverse FFT
-    along the rows, so that pass runs on the sampled columns only, and the pass along
-    the columns only on the rows the crop keeps.
-    """
-    (rows, cols), (height, width) = kspace.shape, crop
-    sampled = np.flatnonzero(mask)
-    top, left = (rows - height) // 2, (cols - width) // 2
-    partial = np.zeros((height, cols), np.complex64)
-    column_part = kspace[:, sampled] * mask[sampled].astype(np.complex64)
-    partial[:, sampled] = _ifftc(column_part, 0)[top:top + height]
-    return np.abs(_ifftc(partial, 1)[:, left:left + width]).astype(np.float32)
-
-
 def unet_crop_size(volume: Volume) -> tuple[int, int]:
     """fastMRI's crop: the target's size (header recon size for test files), but square
     of the k-space width when that is narrower (its "FLAIR 203" rule)."""
@@ -256,7 +234,9 @@ def unet_crop_size(volume: Volume) -> tuple[int, int]:
 def unet_transform(kspace, mask, target, volume: Volume) -> dict:
     """fastMRI UnetDataTransform on one slice: z-scored zero-filled magnitude and target."""
     crop = unet_crop_size(volume)
-    image, mean, std = normalize_instance(zero_filled_np(kspace, mask, crop))
+    masked = kspace * mask[None, :].astype(kspace.dtype)
+    image = np.abs(center_crop(ifft2c_np(masked), crop)).astype(np.float32)
+    image, mean, std = normalize_instance(image)
     if target is None:
         target_z = np.zeros(crop, np.float32)
     else:
