@@ -70,11 +70,16 @@ def read_torch_file(path) -> object:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        unsafe = re.findall(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: not loaded: it holds {', '.join(unsafe)}, and only tensors, containers, "
+                "argparse.Namespace and paths are unpickled (never arbitrary objects); "
+                "save the state_dict alone"
+            ) from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
         raise CheckpointError(
-            f"{path}: not loaded: it holds Python objects other than tensors, containers, "
-            f"argparse.Namespace and paths, which are never unpickled ({first_line}); "
-            "save the state_dict alone"
+            f"{path}: not a readable PyTorch checkpoint ({reason.group(1) if reason else 'unpickling failed'})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, zip errors, ...; all mean "bad file"
         raise CheckpointError(
@@ -145,7 +150,7 @@ def _get(extras, field):
 
 def detect_arch(keys, extras=None, name: str = "<state dict>") -> str:
     """Tell "unet", "unet-v0" or "irim" from state-dict keys (and training args)."""
-    keys = list(keys)
+    keys = list(strip_prefixes(dict.fromkeys(keys), GENERIC_PREFIXES + UNET_PREFIXES))
     if _get(extras, "n_steps") is not None or any(
         ".update_right." in k or k.startswith("output_function.") or ".embeddings." in k for k in keys
     ):
@@ -305,9 +310,10 @@ def unet_from_state_dict(config: dict, arrays: Mapping[str, np.ndarray], name: s
     model = abstract_model(config)
     what = f"{arch} " + ", ".join(f"{k}={v}" for k, v in config.items() if k != "arch")
     check_state_dict({k: v.shape for k, v in arrays.items()}, expected_torch_shapes(model, arch), name, what)
-    if nnx.state(model, nnx.Not(nnx.Param)).flat_state():
-        # Dropout RNG state cannot be abstract: build a real model and overwrite its weights.
-        model = build_model(config)
+    if jax.tree_util.tree_leaves(nnx.state(model, nnx.Not(nnx.Param))):
+        # Dropout RNG state must be real. Under jit, XLA drops the unused weight
+        # initialisers, so only the RNG state is computed (one small compile).
+        nnx.update(model, jax.jit(lambda: nnx.state(build_model(config), nnx.Not(nnx.Param)))())
     params = nnx.state(model, nnx.Param)
     pure = nnx.to_pure_dict(params)
     for key, (path, kind) in unet_key_map(arch, config["num_pool_layers"]).items():
@@ -347,7 +353,7 @@ def load_torch(source, arch: str | None = None, config: dict | None = None):
     arrays = {k: _to_numpy(v) for k, v in state.items()}
 
     if arch == "irim":
-        return _load_irim(arrays, extras, config)
+        return _load_irim(arrays, extras, config, name)
     arrays = strip_prefixes(arrays, UNET_PREFIXES)
     inferred = infer_unet_config(arch, {k: v.shape for k, v in arrays.items()}, extras, name)
     unknown = sorted(set(config) - set(inferred))
@@ -357,14 +363,14 @@ def load_torch(source, arch: str | None = None, config: dict | None = None):
     return unet_from_state_dict(full, arrays, name), full
 
 
-def _load_irim(arrays: dict, args, config: dict):
+def _load_irim(arrays: dict, args, config: dict, name: str):
     try:
         from fnaf_jax.models import convert_irim
     except ModuleNotFoundError as exc:
         if exc.name != "fnaf_jax.models.convert_irim":
             raise
         raise ConfigError("i-RIM conversion is not available (fnaf_jax.models.convert_irim is missing)") from None
-    return convert_irim.from_torch(arrays, config or args)
+    return convert_irim.from_torch(arrays, config or args, source=name)
 
 
 def parameter_count(model) -> int:

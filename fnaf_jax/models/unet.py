@@ -158,10 +158,15 @@ def max_pool_2x2(x):
 def _linear_taps(n_in: int, n_out: int):
     """Source indices and weights of torch's linear resize (align_corners=False, no antialias).
 
-    Computed on the host in float32 as torch does: ``src = max((dst + 0.5) * n_in / n_out - 0.5, 0)``.
+    ``src = max(scale * (dst + 0.5) - 0.5, 0)`` with ``scale = float32(n_in / n_out)``, taps
+    ``floor(src)`` and the next pixel (clamped to the edge), weight ``src - floor(src)``.
+    torch's CPU kernel evaluates ``src`` in float32 with a fused multiply-add: the product
+    of two float32 numbers is exact in float64, so one rounding to float32 reproduces it
+    bit for bit (two roundings would move some weights by one ulp, ~1e-6).
     """
-    scale = np.float32(n_in) / np.float32(n_out)
-    src = np.maximum((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    scale = np.float64(np.float32(n_in) / np.float32(n_out))
+    src = (scale * (np.arange(n_out) + 0.5) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0))
     i0 = np.minimum(np.floor(src).astype(np.int32), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, (src - i0).astype(np.float32)
