@@ -26,7 +26,7 @@ EDGE = 0.8  # half-width of the partial-volume ramp, in pixels
 # Relative signal of each tissue: proton density (PD) and PD with fat suppression (FS).
 TISSUE = {
     #               PD     FS
-    "muscle":     (0.34, 0.40),
+    "muscle":     (0.34, 0.30),
     "fat":        (1.00, 0.09),
     "marrow":     (0.80, 0.13),
     "cortex":     (0.05, 0.04),
@@ -287,9 +287,10 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     # Leg outline and subcutaneous fat (thicker medially).
     leg = k.leg_half_width * (1.0 + 0.0006 * np.clip(-v, -150, 200)) + 1.2 * soft - a
     inside = ramp(leg)
-    img = inside * F32(_tissue("muscle", fs)) * (1.0 + 0.06 * soft)
+    img = inside * F32(_tissue("muscle", fs)) * (1.0 + 0.06 * soft + 0.04 * septa)
     fat_t = k.fat_thickness * (1.0 + 0.3 * np.tanh(u / 60.0)) + 4.0 * soft
-    fat = F32(_tissue("fat", fs))
+    trab = c * textures["trab"][0] + s * textures["trab"][1]
+    fat = F32(_tissue("fat", fs)) * (1.0 + 0.03 * trab)
     paint(img, fat, inside * ramp(fat_t - leg))
     # Intermuscular fat septa (fascial planes) away from the joint.
     paint(img, fat, 0.7 * ramp((0.09 - np.abs(septa)) * 8.0) * ramp(np.abs(v) - 50.0)
@@ -304,13 +305,12 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     # Joint window views: painting into them paints into img.
     w = frame.joint
     uj, vj, aj, fj, tj, imj = u[w], v[w], a[w], femur[w], tibia[w], img[w]
-    trab = c * textures["trab"][0] + s * textures["trab"][1]
     # Joint capsule: the space between the bones, inside the condyles' width.
     outer = k.condyle_sep + k.condyle_ru * 0.95
     paint(imj, F32(_tissue("joint", fs)), ramp(outer - aj) * ramp(fj) * ramp(tj)
           * ramp(k.joint_gap / 2 + 2.0 - np.abs(vj)))
     # Notch contents above the tibial spines: fat around the cruciate ligaments.
-    paint(imj, fat * 0.8, ramp(-notch_sdf[w]) * ramp(fj) * ramp(tj) * ramp(-vj - 1.0))
+    paint(imj, fat[w] * 0.8, ramp(-notch_sdf[w]) * ramp(fj) * ramp(tj) * ramp(-vj - 1.0))
 
     # Bones: cortex rim, then fatty marrow with trabecular texture.
     marrow = F32(_tissue("marrow", fs))
@@ -374,6 +374,14 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     if 0.48 < t < 0.87:
         pcl = segment_sdf(uj, vj, (k.notch_width * 0.7, f_bottom - 28.0), (-2.0, t_top + 6.0), 3.5)
         paint(imj, lig, ramp(-pcl) * band(t, 0.5, 0.85) * ramp(fj) * ramp(tj + 2.0))
+
+    # Popliteal artery (flow void) and vein behind the joint, in posterior slices.
+    if t > 0.72:
+        vessel_size = smoothstep((t - 0.72) / 0.1)
+        artery = ellipse_sdf(uj, vj, 4.0, f_bottom - 62.0, 4.5 * vessel_size + 0.1, 4.5 * vessel_size + 0.1)
+        vein = ellipse_sdf(uj, vj, -9.0, f_bottom - 58.0, 6.0 * vessel_size + 0.1, 5.0 * vessel_size + 0.1)
+        paint(imj, F32(_tissue("fluid", fs)) * 0.8, ramp(-vein) * ramp(fj))
+        paint(imj, F32(0.03), ramp(-artery) * ramp(fj))
 
     np.maximum(img, 0.0, out=img)
     geom = SliceGeometry(u, v, femur, tibia, f_bottom, t_top, menisci, t)
