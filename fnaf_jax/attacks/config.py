@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -69,6 +70,7 @@ def take_candidate(candidates: Candidates, index) -> Candidates:
                         candidates)
 
 
+@functools.partial(jax.jit, static_argnames="cfg")
 def summarize(losses, ips, candidates: Candidates, cfg: AttackConfig) -> AttackResult:
     """Pick the worst accepted of all scored ``candidates`` (B, S) and decide hits."""
     index, accepted = worst_of_k(losses, ips, cfg.ip_threshold)

@@ -9,6 +9,8 @@ the worst accepted point of all those scored.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -46,21 +48,38 @@ def _gradient(losses, points):
     return jnp.where(dist > 0, diff / jnp.where(dist > 0, dist, 1.0), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames="cfg")
+def _points(base, p, cfg: AttackConfig):
+    """p, its probes and their candidates; lo/hi keep the whole feature in the box."""
+    lo, hi = (b.astype(jnp.float32) for b in features.location_bounds(base.offsets[:, 0], cfg.features))
+    points = _probes(p, cfg.fd_step / 2, lo, hi)
+    return points, _at(base, points)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _ascend(base, p, points, losses, cfg: AttackConfig):
+    """``p <- clip(p + lr * g)`` with g from the probe losses."""
+    lo, hi = (b.astype(jnp.float32) for b in features.location_bounds(base.offsets[:, 0], cfg.features))
+    return jnp.clip(p + cfg.fd_lr * _gradient(losses, points), lo, hi)
+
+
 def finite_diff(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK) -> AttackResult:
     """Run the FD attack on a batch (one PRNG key per sample); see the module docstring."""
     base = draw(keys, jnp.asarray(batch["target_raw"], jnp.float32), 1, cfg.features)
-    lo, hi = features.location_bounds(base.offsets[:, 0], cfg.features)
-    lo, hi = lo.astype(jnp.float32), hi.astype(jnp.float32)
     p = base.location[:, 0].astype(jnp.float32)
     all_losses, all_ips, all_cands = [], [], []
     for _ in range(cfg.fd_iterations):
-        points = _probes(p, cfg.fd_step / 2, lo, hi)
-        cands = _at(base, points)
+        points, cands = _points(base, p, cfg)
         losses, ips = scorer(batch, cands)
         all_losses.append(losses), all_ips.append(ips), all_cands.append(cands)
-        p = jnp.clip(p + cfg.fd_lr * _gradient(losses, points), lo, hi)
+        p = _ascend(base, p, points, losses, cfg)
     cands = _at(base, p[:, None, :])
     losses, ips = scorer(batch, cands)
     all_losses.append(losses), all_ips.append(ips), all_cands.append(cands)
+    return _concat_summary(all_losses, all_ips, all_cands, cfg)
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _concat_summary(all_losses, all_ips, all_cands, cfg: AttackConfig) -> AttackResult:
     everything = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *all_cands)
     return summarize(jnp.concatenate(all_losses, 1), jnp.concatenate(all_ips, 1), everything, cfg)

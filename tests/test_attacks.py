@@ -1,0 +1,105 @@
+"""Attacks on pure-function "models" whose weak spots are known: a model that erases
+whatever lies in one quadrant of the box (RS and FD must hit there and only there) and
+a smooth attenuation bump (FD must climb it)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnaf_jax import features as F
+from fnaf_jax import objective as O
+from fnaf_jax.attacks.config import AttackConfig, summarize, worst_of_k
+from fnaf_jax.attacks.finite_diff import finite_diff
+from fnaf_jax.attacks.random_search import draw, random_search
+
+H = 64
+# Constant intensity 0.1 on a background of std 0.05: features stay inside the target's
+# [-6, 6] clamp, so a faithful model has zero loss (the output is never clamped).
+FEATURES = F.FeatureConfig(num_pixels=5, image_shape=(H, H), box_size=40, intensity="constant",
+                           constant_value=0.1)  # box rows/cols 12..51
+ROWS, COLS = np.mgrid[0:H, 0:H]
+Y0 = (1 + 0.1 * np.sin(ROWS / 9.0) * np.cos(COLS / 7.0)).astype(np.float32)
+QUADRANT = (ROWS >= 12) & (ROWS < 24) & (COLS >= 12) & (COLS < 24)  # a corner of the box
+B = 8
+
+
+def _batch():
+    # Fully sampled: the input is exactly y + d, so a faithful model loses nothing.
+    return {"target_raw": np.stack([Y0] * B), "mask": np.ones((B, H), np.float32)}
+
+
+def eraser(u, mask, metadata):
+    """Identity, except that it returns the clean image inside QUADRANT (erases features)."""
+    return jnp.where(QUADRANT, Y0, jnp.abs(u))
+
+
+def _touches_quadrant(offsets, locations):
+    """(B, S) bool, computed directly from pixel coordinates."""
+    pix = np.asarray(offsets)[:, :, None] if offsets.ndim == 3 else np.asarray(offsets)
+    pix = pix + np.asarray(locations)[:, :, None, :]
+    return QUADRANT[pix[..., 0], pix[..., 1]].any(-1)
+
+
+def test_worst_of_k_and_summary_by_hand():
+    loss = jnp.array([[1.0, 5.0, 3.0], [2.0, 2.5, 9.0], [4e-4, 2e-4, 1e-4]])
+    ip = jnp.array([[1.0, 1e-5, 1.0], [1e-5, 1e-5, 1e-5], [1.0, 1.0, 1.0]])
+    index, accepted = worst_of_k(loss, ip, 1e-4)
+    assert index.tolist() == [2, 2, 0]  # 5.0 is rejected (IP); none accepted -> plain argmax
+    assert accepted.tolist() == [True, False, True]
+    cands = F.Candidates(jnp.zeros((3, 3, 1, 2), jnp.int32), jnp.arange(18).reshape(3, 3, 2), jnp.ones((3, 3, 1)))
+    res = summarize(loss, ip, cands, AttackConfig(gamma=1e-3))
+    np.testing.assert_allclose(res.worst_loss, [3.0, 9.0, 4e-4], rtol=1e-6)
+    assert res.hit.tolist() == [True, False, False]  # not accepted / below gamma
+    assert res.num_accepted.tolist() == [2, 0, 3]
+    assert res.candidate.location[:, 0].tolist() == [[4, 5], [10, 11], [12, 13]]
+
+
+def test_random_search_hits_exactly_where_the_model_erases():
+    cfg = AttackConfig(k=5, features=FEATURES)
+    keys = jax.random.split(jax.random.key(0), B)
+    res = random_search(O.make_scorer(eraser), _batch(), keys, cfg)
+    cands = draw(keys, jnp.asarray(_batch()["target_raw"]), 5, FEATURES)  # the same draw
+    touches = _touches_quadrant(cands.offsets, cands.location)
+    losses = np.asarray(res.losses)
+    assert ((losses > 1e-3) == touches).all()  # per candidate: lost iff in the quadrant
+    assert (losses[~touches] < 1e-9).all()
+    assert (np.asarray(res.hit) == touches.any(-1)).all()
+    assert 0 < touches.any(-1).sum() < B  # both outcomes occur in this draw
+    chosen = _touches_quadrant(res.candidate.offsets, res.candidate.location)[:, 0]
+    assert (chosen == np.asarray(res.hit)).all()  # a hit reports a feature in the quadrant
+    assert np.asarray(res.accepted).all()
+
+
+def test_finite_differences_hit_only_when_a_scored_point_reaches_the_quadrant():
+    cfg = AttackConfig(features=FEATURES)
+    keys = jax.random.split(jax.random.key(1), B)
+    res = finite_diff(O.make_scorer(eraser), _batch(), keys, cfg)
+    assert res.losses.shape == (B, 11)  # 1 + 2 x (4 probes + 1 new point): the RS budget
+    offsets = np.repeat(np.asarray(res.candidate.offsets), 11, axis=1)
+    touches = _touches_quadrant(offsets, res.locations)
+    assert ((np.asarray(res.losses) > 1e-3) == touches).all()
+    assert (np.asarray(res.hit) == touches.any(-1)).all()
+    assert 0 < touches.any(-1).sum() < B
+    # Every scored feature stays inside the box.
+    pix = offsets + np.asarray(res.locations)[:, :, None, :]
+    assert pix.min() >= 12 and pix.max() <= 51
+
+
+def test_finite_differences_climb_a_smooth_loss_surface():
+    centre = np.array([44.0, 44.0])
+    bump = jnp.asarray(0.9 * np.clip(1 - np.hypot(ROWS - 44, COLS - 44) / 50, 0, 1), jnp.float32)
+
+    def attenuator(u, mask, metadata):  # loses more of a feature the nearer it is to centre
+        return jnp.abs(u) * (1 - bump)
+
+    cfg = AttackConfig(features=FEATURES, fd_lr=100.0)  # lr scaled to this surface's slope
+    keys = jax.random.split(jax.random.key(1), 6)
+    batch = {k: v[:6] for k, v in _batch().items()}
+    res = finite_diff(O.make_scorer(attenuator), batch, keys, cfg)
+    losses, locs = np.asarray(res.losses), np.asarray(res.locations)
+    start, end = np.hypot(*(locs[:, 0] - centre).T), np.hypot(*(locs[:, 10] - centre).T)
+    assert (end < start - 5).all(), (start, end)  # moved up the slope
+    assert (losses[:, 10] > 1.2 * losses[:, 0]).all()
+    np.testing.assert_array_equal(np.asarray(res.worst_loss), losses.max(-1))  # max over all points
