@@ -180,3 +180,22 @@ def test_bad_arguments_raise_errors(tmp_path):
         synthetic.write_dataset(tmp_path, n_volumes=0)
     with pytest.raises(DataError, match="no .h5"):
         synthetic.save_preview(tmp_path, tmp_path / "p.png")
+
+
+def test_anatomy_orientation_and_variation():
+    # fastMRI orientation: femur above the joint line, tibia below, in the crop's middle;
+    # every volume draws its own size, angle and position.
+    shapes, centres = [], []
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        _, geoms, shape = phantom.knee_volume(rng, 3, 640, 368, False, return_geometry=True)
+        rows = np.arange(640)[:, None] * np.ones((1, 368))
+        g = geoms[1]
+        femur_row, tibia_row = rows[g.femur < 0].mean(), rows[g.tibia < 0].mean()
+        joint_row = rows[(g.femur > 0) & (g.tibia > 0) & (np.abs(g.v) < 2)].mean()
+        assert femur_row < joint_row < tibia_row
+        assert 160 + 100 < joint_row < 480 - 100
+        shapes.append(shape)
+        centres.append(joint_row)
+    assert shapes[0].scale != shapes[1].scale and shapes[0].angle != shapes[1].angle
+    assert centres[0] != centres[1]
