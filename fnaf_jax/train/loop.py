@@ -275,8 +275,10 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     model.train()
     graphdef, state = init_state(model, tx)
     state = parallel.replicate(state, mesh)
-    train_step = make_train_step(task, graphdef, tx, mesh)
-    predict_fn, val_loss_fn = make_eval_fns(clean_task_of(task), eval_graphdef, mesh)
+    train_step, predict_fn, val_loss_fn = _compiled_fns(
+        cfg, steps_per_epoch, mesh, graphdef, eval_graphdef,
+        lambda: (make_train_step(task, graphdef, tx, mesh),
+                 *make_eval_fns(clean_task_of(task), eval_graphdef, mesh)))
 
     ckpts = TrainCheckpoints(workdir, cfg.keep_checkpoints)
     loop = {"step": 0, "validated_epoch": -1, "best_val_loss": None}
@@ -353,6 +355,26 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     return {"status": status, "step": loop["step"], "total_steps": total_steps,
             "validated_epoch": loop["validated_epoch"], "best_val_loss": loop["best_val_loss"],
             "workdir": str(workdir), "state": state}
+
+
+# Fields that cannot change what the compiled functions compute.
+_NOT_COMPILED = ("data", "train_split", "val_split", "limit_train", "limit_val",
+                 "checkpoint_every", "keep_checkpoints")
+_COMPILED: dict = {}
+
+
+def _compiled_fns(cfg, steps_per_epoch, mesh, graphdef, eval_graphdef, build):
+    """Jitted (train step, predict, val loss), reused by later ``train`` calls in this
+    process with an equivalent config (resuming in-process, tests, sweeps): a new jit
+    wrapper would compile everything again."""
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COMPILED}
+    key = (json.dumps(fields, sort_keys=True, default=str), steps_per_epoch,
+           tuple(d.id for d in mesh.devices.flat), graphdef, eval_graphdef)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 4:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = build()
+    return _COMPILED[key]
 
 
 def _progress(enabled: bool, epoch: int, epochs: int, total: int, initial: int):

@@ -1,0 +1,128 @@
+"""The training loop: loss goes down, outputs land in the workdir, and an interrupted run
+(stop hook or a real SIGTERM) resumes to bit-identical parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import jax
+import numpy as np
+import pytest
+
+from fnaf_jax.errors import ConfigError
+from fnaf_jax.models.store import load_model
+from fnaf_jax.train.config import TrainConfig
+from fnaf_jax.train.loop import train
+from fnaf_jax.train.unet_task import UnetTask
+
+# One tiny configuration for every test here: its compilations are shared.
+TINY = {"chans": 4, "num_pools": 2, "crop": 32, "epochs": 2, "limit_train": 3,
+        "limit_val": 2, "checkpoint_every": 2, "seed": 3, "lr": 3e-3}
+
+
+def _leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def _assert_identical(a, b):
+    la, lb = _leaves(a), _leaves(b)
+    assert len(la) == len(lb) > 0
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def reference_run(synthetic_dir, tmp_path_factory):
+    """An uninterrupted run: 2 epochs x 3 steps."""
+    cfg = TrainConfig(data=str(synthetic_dir), **TINY)
+    workdir = tmp_path_factory.mktemp("reference")
+    return cfg, workdir, train(cfg, workdir, progress=False)
+
+
+def test_run_writes_config_models_metrics(reference_run):
+    cfg, workdir, summary = reference_run
+    assert summary["status"] == "done" and summary["step"] == summary["total_steps"] == 6
+    assert json.loads((workdir / "config.json").read_text()) == json.loads(
+        json.dumps(cfg.to_dict()))
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["epoch"] for r in val] == [0, 1]
+    for r in val:
+        assert np.isfinite([r["val_loss"], r["nmse"], r["psnr"], r["ssim"]]).all()
+    best_epoch = min(val, key=lambda r: r["val_loss"])["epoch"]
+    _, record = load_model(workdir / "best")
+    assert record["meta"]["epoch"] == best_epoch
+    assert record["config"]["chans"] == 4
+    # "last" holds exactly the final training parameters
+    last, _ = load_model(workdir / "last")
+    from flax import nnx
+
+    _assert_identical(nnx.state(last, nnx.Param), summary["state"]["params"])
+
+
+def test_loss_decreases(reference_run, synthetic_dir):
+    """Clean loss of the 3 training slices (validation masks) before and after 6 steps."""
+    cfg, _, summary = reference_run
+    from flax import nnx
+
+    from fnaf_jax.data.fastmri import SliceDataset
+    from fnaf_jax.models import build_model
+
+    items = [SliceDataset(synthetic_dir, transform="raw")[i] for i in range(3)]
+    task = UnetTask(crop=32)
+    batch = task.prepare_batch(items, None)
+    model = build_model(cfg.model_config(), nnx.Rngs(cfg.seed))  # the run's initial model
+    loss = jax.jit(lambda m, b: task.loss(m, b, None)[0])
+    before = float(loss(model, batch))
+    nnx.update(model, summary["state"]["params"])
+    after = float(loss(model, batch))
+    assert after < 0.8 * before, (before, after)
+
+
+def test_interrupt_and_resume_is_bit_identical(reference_run, tmp_path, monkeypatch):
+    """Stop at the end of epoch 0 (before its validation), resume; a real SIGTERM during
+    step 5 (mid epoch 1), resume: the parameters equal the uninterrupted run's exactly."""
+    cfg, _, reference = reference_run
+    first = train(cfg, tmp_path, stop_after_steps=3, progress=False)
+    assert (first["status"], first["step"], first["validated_epoch"]) == ("interrupted", 3, -1)
+
+    calls = []
+    original = UnetTask.prepare_batch
+
+    def prepare_and_signal(self, items, rng):
+        if rng is not None:  # a training batch
+            calls.append(1)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, items, rng)
+
+    monkeypatch.setattr(UnetTask, "prepare_batch", prepare_and_signal)
+    assert threading.current_thread() is threading.main_thread()  # else SIGTERM would kill us
+    handler_before = signal.getsignal(signal.SIGTERM)
+    second = train(cfg, tmp_path, progress=False)
+    assert (second["status"], second["step"], second["validated_epoch"]) == ("interrupted", 5, 0)
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # handler restored
+    monkeypatch.setattr(UnetTask, "prepare_batch", original)
+
+    final = train(cfg, tmp_path, progress=False)
+    assert (final["status"], final["step"], final["validated_epoch"]) == ("done", 6, 1)
+    _assert_identical(final["state"], reference["state"])
+    assert final["best_val_loss"] == reference["best_val_loss"]
+    epochs = [json.loads(line)["epoch"] for line in
+              (tmp_path / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    assert epochs == [0, 1]  # each epoch validated once across the three runs
+
+
+def test_other_config_in_same_workdir_is_refused(reference_run):
+    cfg, workdir, _ = reference_run
+    with pytest.raises(ConfigError, match="different config"):
+        train(cfg.replace(lr=0.5), workdir, progress=False)
+
+
+def test_batch_larger_than_the_data_is_a_config_error(synthetic_dir, tmp_path):
+    cfg = TrainConfig(data=str(synthetic_dir), **{**TINY, "batch_size": 4})
+    with pytest.raises(ConfigError, match="batch_size=4 exceeds the 3 training slices"):
+        train(cfg, tmp_path, progress=False)
