@@ -61,7 +61,7 @@ def attack_summary(records: list[dict], path="") -> dict:
         "slices": len(records),
         "accepted": n_acc,
         "hits": int(hits.sum()),
-        "attack_rate": 100.0 * hits.sum() / n_acc if n_acc else float("nan"),
+        "attack_rate": float(100.0 * hits.sum() / n_acc) if n_acc else float("nan"),
         "mean_worst_loss": float(worst[accepted].mean()) if n_acc else float("nan"),
         "acceptance": acceptance,
         "mean_ip": float(ips[accepted].mean()) if n_acc else float("nan"),
