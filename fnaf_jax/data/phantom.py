@@ -245,14 +245,24 @@ def _tibia(k: KneeShape, u, v, t):
     return tibia, top
 
 
+def _fibula_ellipse(k: KneeShape, t):
+    """Centre and radii ``(cu, cv, ru, rv)`` of the fibular head at depth ``t``."""
+    size = 0.4 + 0.6 * smoothstep((t - 0.55) / 0.25)
+    ru, rv = 17.0 * size + 0.5, 24.0 * size + 0.5
+    cv = k.joint_gap / 2 + 45.0
+    # Next to the tibia's lateral cortex at that level (the proximal tibiofibular joint).
+    half = k.plateau_half_width * (1.0 - 0.12 * t)
+    below = cv - k.joint_gap / 2 - 12.0
+    tibia_width = k.tibia_shaft + (half - k.tibia_shaft) * np.exp(-((below / 70.0) ** 2))
+    return -(tibia_width + 0.6 * ru), cv, ru, rv
+
+
 def _fibula(k: KneeShape, u, v, t):
     """Fibular head on the lateral side, seen in posterior slices only."""
     if t < 0.55:
         return None
-    size = 0.4 + 0.6 * smoothstep((t - 0.55) / 0.25)
-    cu = -(k.plateau_half_width * 0.78)
-    cv = k.joint_gap / 2 + 45.0
-    return ellipse_sdf(u, v, cu, cv, 17.0 * size + 0.5, 24.0 * size + 0.5)
+    cu, cv, ru, rv = _fibula_ellipse(k, t)
+    return ellipse_sdf(u, v, cu, cv, ru, rv)
 
 
 def meniscus_wedge(k: KneeShape, u, v, inner, outer, sign):
@@ -260,7 +270,7 @@ def meniscus_wedge(k: KneeShape, u, v, inner, outer, sign):
     at ``inner`` on the joint line, on the side ``sign`` (+1 medial)."""
     su = sign * u
     frac = np.clip((su - inner) / (outer - inner), 0.0, 1.0)
-    half_h = (k.joint_gap / 2 + k.cartilage * 0.6) * frac
+    half_h = (k.joint_gap / 2 + k.cartilage * 0.3) * frac
     return ramp(half_h - np.abs(v)) * ramp(su - inner) * ramp(outer + 2.0 - su) * ramp(su)
 
 
@@ -306,7 +316,10 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     w = frame.joint
     uj, vj, aj, fj, tj, imj = u[w], v[w], a[w], femur[w], tibia[w], img[w]
     # Joint capsule: the space between the bones, inside the condyles' width.
-    outer = k.condyle_sep + k.condyle_ru * 0.95
+    # Outer margin of the menisci and joint capsule: flush with the narrower of the
+    # condyles and the tibial plateau at this depth.
+    outer = min(k.condyle_sep + 4.0 * t + k.condyle_ru * (1.0 - 0.18 * t),
+                k.plateau_half_width * (1.0 - 0.12 * t)) - 1.0
     paint(imj, F32(_tissue("joint", fs)), ramp(outer - aj) * ramp(fj) * ramp(tj)
           * ramp(k.joint_gap / 2 + 2.0 - np.abs(vj)))
     # Notch contents above the tibial spines: fat around the cruciate ligaments.
@@ -365,7 +378,8 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     mcl = band(bone, 1.5, 4.5 + 1.5 * ramp(12.0 - np.abs(vj))) * ramp(uj - outer + 10.0) \
         * band(vj, -50.0, 60.0)
     paint(imj, lig, mcl * (1.0 - smoothstep((t - 0.7) / 0.2)))
-    lcl = segment_sdf(uj, vj, (-(outer + 2.0), -45.0), (-(k.plateau_half_width * 0.8), 30.0), 2.0)
+    fib_u, fib_v, _, fib_rv = _fibula_ellipse(k, t)
+    lcl = segment_sdf(uj, vj, (-(outer + 3.0), -45.0), (fib_u, fib_v - 0.8 * fib_rv), 2.0)
     paint(imj, lig, ramp(-lcl) * smoothstep((t - 0.35) / 0.2))
     # Cruciates inside the notch: ACL in anterior-mid slices, PCL further back.
     if 0.2 < t < 0.62:
@@ -463,7 +477,7 @@ def _meniscal_tear(rng, k, g, fs):
     inner, outer, sign = g.menisci[int(rng.integers(len(g.menisci)))]
     u, v = g.u, g.v
     wedge = meniscus_wedge(k, u, v, inner, outer, sign)
-    half_h = k.joint_gap / 2 + k.cartilage * 0.6
+    half_h = k.joint_gap / 2 + k.cartilage * 0.3
     start = (inner + (outer - inner) * rng.uniform(0.15, 0.4), rng.uniform(-1.0, 1.0))
     end = (outer - rng.uniform(1.0, 6.0), rng.choice([-1.0, 1.0]) * half_h * rng.uniform(0.2, 0.9))
     line = segment_sdf(sign * u, v, start, end, rng.uniform(0.7, 1.2))
