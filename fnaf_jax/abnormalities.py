@@ -125,9 +125,10 @@ def table4(scores: list[RegionScore]) -> list[dict]:
     return rows
 
 
-def table4_markdown(rows: list[dict]) -> str:
-    """Labels down, models across: `NMSE / SSIM (boxes)` cells."""
-    models = sorted({r["model"] for r in rows})
+def table4_markdown(rows: list[dict], models: list[str] | None = None) -> str:
+    """Labels down, models across (in the order of ``models``, default sorted):
+    `NMSE / SSIM` cells and the number of boxes."""
+    models = models or sorted({r["model"] for r in rows})
     labels = list(dict.fromkeys(r["label"] for r in rows))
     cell = {(r["label"], r["model"]): r for r in rows}
     lines = ["| label | " + " | ".join(f"{m} NMSE / SSIM" for m in models) + " | boxes |",
@@ -142,7 +143,7 @@ def table4_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table4(scores: list[RegionScore], out_dir) -> dict:
+def write_table4(scores: list[RegionScore], out_dir, models: list[str] | None = None) -> dict:
     """Write per-box scores (CSV) and the per-label table (JSON, Markdown) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,5 +153,5 @@ def write_table4(scores: list[RegionScore], out_dir) -> dict:
         writer.writerows(asdict(s) for s in scores)
     rows = table4(scores)
     (out_dir / "table4.json").write_text(json.dumps(rows, indent=2))
-    (out_dir / "table4.md").write_text(table4_markdown(rows))
+    (out_dir / "table4.md").write_text(table4_markdown(rows, models))
     return {"rows": rows, "boxes": len(scores)}

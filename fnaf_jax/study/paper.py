@@ -103,7 +103,23 @@ def findings(results: dict) -> list[dict]:
         "paper": "99.3-99.8%",
     })
 
-    # 4. FNAFs found on the U-Net transfer to the i-RIM
+    # 4. the i-RIM is harder to attack than the U-Net (paper: 44.49% vs 84.44% at 4x)
+    checks, evidence = [], []
+    for acc in accs:
+        u = _get(t2, "unet", acc, "rs", "attack_rate")
+        i = _get(t2, "irim", acc, "rs", "attack_rate")
+        if u is None or i is None:
+            continue
+        checks.append(i < u)
+        evidence.append(f"{acc}x RS U-Net {u:.1f}% vs i-RIM {i:.1f}%")
+    out.append({
+        "finding": "The i-RIM is less vulnerable than the U-Net (lower RS attack rate)",
+        "holds": all(checks) if checks else None,
+        "evidence": "; ".join(evidence) or "not measured",
+        "paper": "4x 44.49% vs 84.44%, 8x 77.39% vs 86.00%",
+    })
+
+    # 5. FNAFs found on the U-Net transfer to the i-RIM
     transfer = results.get("transfer", {})
     rates = [(acc, _get(transfer, acc, "attack_rate")) for acc in sorted(transfer)]
     rates = [r for r in rates if r[1] is not None]

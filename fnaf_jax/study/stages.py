@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.study.paper import MODEL_NAMES
 from fnaf_jax.study.pipeline import Stage, StageError
 
 MODELS = ("unet", "robust", "irim")
@@ -266,11 +267,13 @@ def table4_stage(layout: Layout, preset: dict, annotations: Path | None) -> Stag
             (out / "table4.md").write_text(f"No annotation table ({table}).\n")
             return
         anns = read_annotations(table)
-        scores = []
-        for model in MODELS:
-            for acc, _ in accs:
-                scores += score_model(f"{model} {acc}x", layout.val_dir, layout.recon(model, acc), anns)
-        write_table4(scores, out)
+        scores, names = [], []
+        for acc, _ in accs:
+            for model in MODELS:
+                name = f"{MODEL_NAMES[model]} {acc}x"
+                names.append(name)
+                scores += score_model(name, layout.val_dir, layout.recon(model, acc), anns)
+        write_table4(scores, out, names)
 
     return Stage("table4", run, {"annotations": str(table), "accs": accs},
                  outputs=[layout.tables / "table4"],
