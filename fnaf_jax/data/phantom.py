@@ -219,11 +219,11 @@ def _femur(k: KneeShape, u, v, t):
     presence = 1.0 - smoothstep((t - 0.55) / 0.25)
     top_width = k.shaft_half_width * presence + 1e-3
     flare = (sep + ru * 0.9 - top_width) * presence
-    width = top_width + flare * np.exp(-(((np.minimum(v - cv, 0.0)) / 75.0) ** 2))
-    meta = smax(np.abs(u) - width, v - cv, 8.0)
     if presence < 0.05:
-        meta = np.full_like(u, 1e3)
-    femur = smin(condyles, meta, 10.0)
+        femur = condyles
+    else:
+        width = top_width + flare * np.exp(-(((np.minimum(v - cv, 0.0)) / 75.0) ** 2))
+        femur = smin(condyles, smax(np.abs(u) - width, v - cv, 8.0), 10.0)
     # Intercondylar notch: shallow trochlear groove anteriorly, condyles split posteriorly.
     depth = 8.0 + 55.0 * smoothstep((t - 0.1) / 0.6)
     notch = ellipse_sdf(u, v, 0.0, bottom, k.notch_width * (0.7 + 0.6 * t), depth)
@@ -429,7 +429,8 @@ def knee_volume(rng: np.random.Generator, n_slices: int, height: int, width: int
     geoms = []
     for i, t in enumerate(slice_depths(k, n_slices)):
         out[i], g = render_slice(k, float(t), frame, textures, i, fat_suppressed)
-        geoms.append(g)
+        if return_geometry:  # two full-size distance fields per slice: keep only on request
+            geoms.append(g)
     if return_geometry:
         return out, geoms, k
     return out

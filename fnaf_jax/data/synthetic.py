@@ -206,8 +206,11 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
 
     anatomy_rng = _rng(seed, index, _STREAM_ANATOMY)
     fat_suppressed = acquisition == "CORPDFS_FBK"
-    magnitude, geoms, shape = phantom.knee_volume(anatomy_rng, n_slices, HEIGHT, width,
-                                                  fat_suppressed, return_geometry=True)
+    # Lesions need the slices' geometry; it draws nothing from the generator, so the
+    # anatomy is the same with and without lesions.
+    anatomy = phantom.knee_volume(anatomy_rng, n_slices, HEIGHT, width, fat_suppressed,
+                                  return_geometry=lesions)
+    magnitude, geoms, shape = anatomy if lesions else (anatomy, None, None)
     shading = _coil_shading(anatomy_rng, HEIGHT, width)
     base_phase, offsets, tilts, yy = _smooth_phase(anatomy_rng, n_slices, HEIGHT, width)
     # The scale comes from the lesion-free volume, so planting lesions changes nothing
