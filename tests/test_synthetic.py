@@ -180,6 +180,11 @@ def test_bad_arguments_raise_errors(tmp_path):
         synthetic.write_dataset(tmp_path, n_volumes=0)
     with pytest.raises(DataError, match="no .h5"):
         synthetic.save_preview(tmp_path, tmp_path / "p.png")
+    (tmp_path / "file1000009.h5").write_bytes(b"")
+    with pytest.raises(DataError, match="file1000009.h5"):
+        synthetic.write_dataset(tmp_path, n_volumes=1, n_slices=1)
+    with pytest.raises(DataError, match="not a folder"):
+        synthetic.write_dataset(tmp_path / "file1000009.h5", n_volumes=1, n_slices=1)
 
 
 def test_anatomy_orientation_and_variation():

@@ -5,7 +5,8 @@ phase and coil-like shading over the oversampled 640 x W field of view; ``kspace
 fft2c(image) + complex Gaussian noise`` with the columns outside the encoding limits
 zeroed (as in real files), and ``reconstruction_esc = |center_crop_320(ifft2c(kspace))|``.
 Every random draw comes from ``numpy.random.default_rng([seed, volume_index, stream])``,
-so a volume depends only on the seed and its index.
+so a volume depends only on the seed, its index and its size (slices, width), not on how
+many volumes are written.
 """
 
 from __future__ import annotations
@@ -274,6 +275,7 @@ def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 3
     if n_volumes < 1:
         raise ConfigError(f"synthetic data: n_volumes must be >= 1, got {n_volumes}")
     out_dir = Path(out_dir)
+    _check_output_folder(out_dir, [file_name(i) for i in range(n_volumes)], lesions)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = range(n_volumes)
     if progress:
@@ -288,6 +290,22 @@ def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 3
     if lesions:
         write_annotations(out_dir / ANNOTATIONS, rows)
     return paths
+
+
+def _check_output_folder(out_dir: Path, names: list[str], lesions: bool) -> None:
+    """Refuse to mix a new set with files left by another one (a loader would read them
+    all): other volumes, or a lesion table that would no longer match."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: output path exists and is not a folder")
+    if not out_dir.is_dir():
+        return
+    stale = sorted(p.name for p in out_dir.glob("*.h5") if p.name not in set(names))
+    if not lesions and (out_dir / ANNOTATIONS).exists():
+        stale.append(ANNOTATIONS)
+    if stale:
+        shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
+        raise DataError(f"{out_dir}: holds files that are not part of this synthetic set "
+                        f"({shown}); remove them or choose another output folder")
 
 
 def write_annotations(path: Path, rows: list[dict]) -> Path:
