@@ -32,9 +32,11 @@ SCANNERS = {"Skyra": 2.89362, "Prisma_fit": 2.89362, "Biograph_mMR": 2.89362, "A
 FIRST_FILE_NUMBER = 1000001
 ANNOTATIONS = "annotations.csv"
 ANNOTATION_COLUMNS = ("file", "slice", "study_level", "x", "y", "width", "height", "label")
-# Image-domain peak of the target and noise std relative to it, per acquisition.
-PEAK = {"CORPD_FBK": 3.0e-4, "CORPDFS_FBK": 1.2e-4}
+# Typical image-domain peak and noise std relative to it, per acquisition; each volume
+# scales both by its own factor in VARIATION (scanners and patients differ).
+PEAK = {"CORPD_FBK": 3.0e-4, "CORPDFS_FBK": 1.3e-4}
 NOISE = {"CORPD_FBK": 0.012, "CORPDFS_FBK": 0.035}
+VARIATION = (0.8, 1.25)
 
 _STREAM_ANATOMY, _STREAM_NOISE, _STREAM_LESIONS, _STREAM_META = 0, 1, 2, 3
 
@@ -203,6 +205,8 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
     meta_rng = _rng(seed, index, _STREAM_META)
     acquisition = acquisition or ACQUISITIONS[index % 2]
     system_model = str(meta_rng.choice(list(SCANNERS)))
+    peak_level = PEAK[acquisition] * meta_rng.uniform(*VARIATION)
+    noise_level = NOISE[acquisition] * meta_rng.uniform(*VARIATION)
     patient_id = hashlib.sha256(f"fnaf-synth-{seed}-{index}".encode()).hexdigest()
 
     anatomy_rng = _rng(seed, index, _STREAM_ANATOMY)
@@ -217,7 +221,7 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
     # The scale comes from the lesion-free volume, so planting lesions changes nothing
     # outside their boxes.
     peak = max(float((m * shading).max()) for m in magnitude)
-    shading *= np.float32(PEAK[acquisition] / max(peak, 1e-30))
+    shading *= np.float32(peak_level / max(peak, 1e-30))
     annotations = []
     if lesions:
         top, left = (HEIGHT - RECON) // 2, (width - RECON) // 2
@@ -227,7 +231,7 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
 
     # Physics one slice at a time: small arrays that stay in cache and heap.
     noise_rng = _rng(seed, index, _STREAM_NOISE)
-    sigma = np.float32(NOISE[acquisition] * PEAK[acquisition] / np.sqrt(2.0))
+    sigma = np.float32(noise_level * peak_level / np.sqrt(2.0))
     cols = acquired_columns(width)
     kspace = np.empty((n_slices, HEIGHT, width), np.complex64)
     target = np.empty((n_slices, RECON, RECON), np.float32)
