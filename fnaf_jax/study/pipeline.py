@@ -4,9 +4,9 @@ A study is a list of ``Stage``s run in order. Each stage has a config (JSON-able
 the hashes of the stages it depends on; together they give its *key*. After a stage's
 outputs are written, ``DIR/.stages/NAME.done`` records the key, so a re-run skips every
 stage whose key is unchanged. A stage that was started but not finished (killed run) is
-simply run again: the verbs it calls resume from their own checkpoints. A stage whose
-key changed has its output paths removed first, so no verb resumes from state made with
-another config.
+simply run again: the verbs it calls resume from their own checkpoints. The package
+version is part of every key. A stage whose key changed has its output paths removed
+first, so no verb resumes from state made with another config or version.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fnaf_jax import __version__
 from fnaf_jax.errors import FnafError
 
 MARKER_DIR = ".stages"
@@ -71,7 +72,8 @@ class Pipeline:
             missing = [a for a in stage.after if a not in keys]
             if missing:
                 raise ValueError(f"stage {stage.name} depends on {missing}, which do not run before it")
-            keys[stage.name] = config_hash({"config": stage.config,
+            # the package version is part of the key: a new release recomputes everything
+            keys[stage.name] = config_hash({"config": stage.config, "version": __version__,
                                             "after": {a: keys[a] for a in stage.after}})
         return keys
 
