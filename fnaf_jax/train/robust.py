@@ -1,0 +1,100 @@
+"""FNAF-robust training (paper section 3.3, SPEC 4): clean loss + Eq. 5 FNAF loss, one step.
+
+``RobustTask(base_task, cfg)`` wraps any task of the Task protocol. Each step draws
+features on the same batch, at random (``worst_of = 1``, augmentation) or as the worst of
+``worst_of`` candidates scored with the current weights under ``stop_gradient``
+(adversarial), and adds the FNAF loss of the chosen feature (alpha 1, beta 100 by
+default) to the base task's clean loss. The training loop takes one optimizer step on
+the sum. Model selection stays on the clean loss (``base_task``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnaf_jax import features
+from fnaf_jax.attacks.config import take_candidate, worst_of_k
+from fnaf_jax.errors import DataError
+from fnaf_jax.masks import column_mask, create_mask_for_mask_type, file_seed
+from fnaf_jax.objective import ATTACK, ObjectiveConfig, score
+
+_SEED_RANGE = 2**32  # numpy RandomState seeds must be < 2**32
+_FEATURE_STREAM = 0x464E4146  # "FNAF": a key stream apart from the base task's
+
+
+class RobustTask:
+    """Task protocol wrapper adding the FNAF loss (see the module docstring).
+
+    ``cfg`` needs ``worst_of``, ``alpha``, ``beta``, ``mask_type``, ``accelerations`` and
+    ``center_fractions`` (``fnaf_jax.train.config.TrainConfig`` has them); optional
+    ``feature_config`` (a ``FeatureConfig``) and ``ip_threshold``.
+    """
+
+    def __init__(self, base_task, cfg):
+        self.base_task = base_task
+        self.transform = base_task.transform
+        self.worst_of = int(getattr(cfg, "worst_of", 1))
+        self.objective = ObjectiveConfig(alpha=float(getattr(cfg, "alpha", 1.0)),
+                                         beta=float(getattr(cfg, "beta", 100.0)))
+        self.features = getattr(cfg, "feature_config", None) or features.DEFAULT_FEATURES
+        self.ip_threshold = float(getattr(cfg, "ip_threshold", 1e-4))
+        self.mask_func = create_mask_for_mask_type(
+            getattr(cfg, "mask_type", "random"), list(getattr(cfg, "center_fractions", (0.08,))),
+            list(getattr(cfg, "accelerations", (4,))))
+
+    # --- host side ---------------------------------------------------------------------
+    def prepare_batch(self, items: list[dict], rng: np.random.Generator | None) -> dict:
+        """The base batch plus ``target_raw`` and ``fnaf_mask`` (B, W): column masks of the
+        image the features are added to, random in training, seeded by file name otherwise."""
+        batch = dict(self.base_task.prepare_batch(items, rng))
+        if "target_raw" not in batch:
+            batch["target_raw"] = np.stack([self._target(it) for it in items])
+        width = batch["target_raw"].shape[-1]
+        masks = []
+        for item in items:
+            seed = file_seed(item["fname"]) if rng is None else int(rng.integers(_SEED_RANGE))
+            masks.append(column_mask(self.mask_func, width, seed=seed)[0])
+        batch["fnaf_mask"] = np.stack(masks).astype(np.float32)
+        return batch
+
+    @staticmethod
+    def _target(item):
+        target = item.get("target_raw")
+        if target is None:
+            raise DataError(f"{item.get('fname', '?')} slice {item.get('slice_num', '?')}: "
+                            "no target_raw (FNAF-robust training needs the ground truth)")
+        return np.asarray(target, np.float32)
+
+    # --- jitted side -------------------------------------------------------------------
+    def fnaf_batch(self, batch):
+        return {"target_raw": batch["target_raw"], "mask": batch["fnaf_mask"],
+                "metadata": batch.get("metadata")}
+
+    def choose_features(self, model, batch, key):
+        """(B, 1) candidates: random, or the worst accepted of ``worst_of`` under the
+        current weights (no gradient flows through the search)."""
+        fb = self.fnaf_batch(batch)
+        y = jnp.asarray(fb["target_raw"], jnp.float32)
+        lo, hi = features.intensity_range(y)
+        cands = features.sample(key, y.shape[0], self.worst_of, self.features, lo=lo, hi=hi)
+        if self.worst_of == 1:
+            return cands
+
+        def frozen(u, mask, metadata):
+            return jax.lax.stop_gradient(model.reconstruct(u, mask, metadata))
+
+        loss, ip = score(frozen, fb, cands, ATTACK)
+        index, _ = worst_of_k(loss, ip, self.ip_threshold)
+        return take_candidate(cands, index)
+
+    def loss(self, model, batch, key):
+        clean, aux = self.base_task.loss(model, batch, key)
+        chosen = self.choose_features(model, batch, jax.random.fold_in(key, _FEATURE_STREAM))
+        fnaf, _ = score(model.reconstruct, self.fnaf_batch(batch), chosen, self.objective)
+        fnaf = fnaf.mean()
+        return clean + fnaf, {**aux, "clean_loss": clean, "fnaf_loss": fnaf}
+
+    def predict(self, model, batch):
+        return self.base_task.predict(model, batch)

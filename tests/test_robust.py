@@ -1,0 +1,85 @@
+"""FNAF-robust training: the same tiny U-Net, the same batches, the same number of steps;
+the robust one must lose held-out features less than the clean-only one."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from fnaf_jax import features as F
+from fnaf_jax import objective as O
+from fnaf_jax.data.fastmri import SliceDataset
+from fnaf_jax.models.unet import Unet
+from fnaf_jax.train.robust import RobustTask
+from fnaf_jax.train.task import Task
+from fnaf_jax.train.unet_task import UnetTask
+
+STEPS = 8
+
+
+def _cfg(worst_of):
+    return types.SimpleNamespace(worst_of=worst_of, alpha=1.0, beta=100.0, mask_type="random",
+                                 accelerations=(4,), center_fractions=(0.08,))
+
+
+def _train(task, items, steps):
+    model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    tx = optax.adam(1e-2)  # large, so that 8 steps show the effect
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, batch, key):
+        def loss_fn(p):
+            return task.loss(nnx.merge(graphdef, p), batch, key)
+
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt, aux
+
+    rng = np.random.default_rng(0)
+    for i in range(steps):
+        batch = task.prepare_batch([items[(2 * i) % 4], items[(2 * i + 1) % 4]], rng)
+        params, opt, aux = step(params, opt, batch, jax.random.key(i))
+    return nnx.merge(graphdef, params), aux
+
+
+@pytest.fixture(scope="module")
+def items(synthetic_dir):
+    ds = SliceDataset(synthetic_dir, transform="raw")
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_robust_task_batch_and_protocol(items):
+    task = RobustTask(UnetTask(), _cfg(3))
+    assert isinstance(task, Task) and task.transform == "raw"
+    batch = task.prepare_batch(items[:2], None)
+    assert batch["fnaf_mask"].shape == (2, 320) and batch["target_raw"].shape == (2, 320, 320)
+    # Validation masks are seeded by the file name: 4x with 0.08 centre -> 26 centre columns.
+    again = task.prepare_batch(items[:2], None)
+    np.testing.assert_array_equal(batch["fnaf_mask"], again["fnaf_mask"])
+    assert batch["fnaf_mask"][:, 147:173].all() and 0.2 < batch["fnaf_mask"].mean() < 0.35
+
+
+def test_robust_training_lowers_the_fnaf_loss_on_held_out_features(items):
+    clean_task = UnetTask()
+    robust_task = RobustTask(UnetTask(), _cfg(2))  # adversarial: worst of 2
+    clean_model, _ = _train(clean_task, items, STEPS)
+    robust_model, aux = _train(robust_task, items, STEPS)
+    assert {"clean_loss", "fnaf_loss"} <= set(aux)
+
+    # Held-out: slices 4 and 5 (never trained on), fresh features, file-seeded masks.
+    val = robust_task.prepare_batch(items[4:6], None)
+    batch = {"target_raw": val["target_raw"], "mask": val["fnaf_mask"]}
+    lo, hi = F.intensity_range(val["target_raw"])
+    cands = jax.jit(lambda k: F.sample(k, 2, 4, F.DEFAULT_FEATURES, lo=lo, hi=hi))(jax.random.key(99))
+    clean_loss, _ = O.make_scorer(clean_model)(batch, cands)
+    robust_loss, _ = O.make_scorer(robust_model)(batch, cands)
+    clean_mean, robust_mean = float(np.mean(clean_loss)), float(np.mean(robust_loss))
+    # Measured: 0.0027 vs 0.0035 (ratio 0.77); an untrained model scores 0.0070.
+    assert robust_mean < 0.85 * clean_mean, (robust_mean, clean_mean)
