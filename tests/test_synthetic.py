@@ -39,6 +39,7 @@ def test_files_match_golden_format(synthetic_dir, golden):
     assert [f.name for f in files] == ["file1000001.h5", "file1000002.h5"]
     with h5py.File(golden / "unet_transform_file1000031.h5") as g:
         g_keys, g_attrs = set(g), set(g.attrs)
+        g_attr_types = {k: type(v) for k, v in g.attrs.items()}  # str / numpy.float64
         g_dtypes = {k: g[k].dtype for k in ("kspace", "reconstruction_esc")}
         g_head = _header_fields(g["ismrmrd_header"][()])
     acquisitions = set()
@@ -60,6 +61,8 @@ def test_files_match_golden_format(synthetic_dir, golden):
             assert 1e-4 <= f.attrs["max"] <= 5e-4
             acquisitions.add(f.attrs["acquisition"])
             int(f.attrs["patient_id"], 16)  # a hex string
+            for key in g_attrs:
+                assert type(f.attrs[key]) is g_attr_types[key], key
     assert acquisitions == {"CORPD_FBK", "CORPDFS_FBK"}
 
 
@@ -71,6 +74,15 @@ def test_target_is_cropped_magnitude_of_kspace(synthetic_dir):
                           axes=(-2, -1))
     ref = np.abs(img[:, 160:480, 24:344])
     assert np.max(np.abs(ref - target)) <= 1e-5 * ref.max()
+
+
+def test_file_equals_in_memory_volume(synthetic_dir):
+    # A volume depends on (seed, index, slices, width) only, not on the set's size.
+    vol = synthetic.make_volume(1, n_slices=3, width=368, seed=0)
+    with h5py.File(synthetic_dir / "file1000002.h5") as f:
+        np.testing.assert_array_equal(f["kspace"][()], vol.kspace)
+        np.testing.assert_array_equal(f["reconstruction_esc"][()], vol.target)
+        assert f["ismrmrd_header"][()] == vol.header
 
 
 def test_deterministic_and_seed_dependent(tmp_path):
