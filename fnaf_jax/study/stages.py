@@ -31,11 +31,16 @@ METHODS = ("rs", "fd")
 
 
 def run_verb(argv: list[str]) -> None:
-    """``fnaf ARGV`` in this process; a non-zero exit becomes a StageError."""
+    """``fnaf ARGV`` in this process. Unlike ``cli.main``, errors propagate (so the stage's
+    failure message carries the verb's own), and a non-zero exit becomes a StageError."""
     from fnaf_jax import cli
 
     argv = [str(a) for a in argv]
-    status = cli.main(argv)
+    try:
+        args = cli.build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse already printed why
+        raise StageError(f"'fnaf {' '.join(argv)}': flags refused (exit {exc.code})") from None
+    status = args.func(args)
     if status:
         raise StageError(f"'fnaf {' '.join(argv)}' exited with status {status}")
 
