@@ -16,7 +16,7 @@ from fnaf_jax import cli
 from fnaf_jax.errors import CheckpointError, ConfigError
 from fnaf_jax.models import store
 from fnaf_jax.models.convert import (
-    abstract_model,
+    build_abstract_model,
     detect_arch,
     expected_torch_shapes,
     infer_unet_config,
@@ -143,7 +143,7 @@ def test_leaderboard_unet_inferred_and_matched_abstractly(golden):
     config = infer_unet_config("unet", shapes)
     assert config == {"arch": "unet", "in_chans": 1, "out_chans": 1, "chans": 256,
                       "num_pool_layers": 4, "drop_prob": 0.0}
-    model = abstract_model(config)
+    model = build_abstract_model(config)
     assert expected_torch_shapes(model, "unet") == shapes
     assert parameter_count(model) == 496_372_225
 
@@ -242,7 +242,7 @@ def test_fnaf_convert_round_trip(tmp_path, capsys):
     # A tiny random fastMRI U-Net keeps the checkpoint rebuild (random init, then restore) cheap.
     config = {"arch": "unet", "in_chans": 1, "out_chans": 1, "chans": 2, "num_pool_layers": 1, "drop_prob": 0.0}
     rng = np.random.default_rng(0)
-    shapes = expected_torch_shapes(abstract_model(config), "unet")
+    shapes = expected_torch_shapes(build_abstract_model(config), "unet")
     torch.save({k: torch.from_numpy(rng.normal(size=v).astype(np.float32)) for k, v in shapes.items()},
                tmp_path / "tiny.pt")
     out = tmp_path / "ckpt"

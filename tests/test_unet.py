@@ -11,7 +11,8 @@ import torch
 from flax import nnx
 
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.models.convert import abstract_model, load_torch, parameter_count
+from fnaf_jax.models.convert import load_torch, parameter_count
+from fnaf_jax.models.registry import build_abstract_model
 from fnaf_jax.models.unet import Unet, UnetV0, resize_bilinear, upsample_2x2
 
 # golden/README.md: float32 vs float64 of the references differ by ~1e-6 relative.
@@ -56,8 +57,8 @@ def test_unet_v0_parity(golden, source):
 
 def test_parameter_counts_match_the_references():
     # golden/README.md: fastmri Unet(1, 1, 8, 3) has 120,273 parameters, UnetModel v0 52,771.
-    assert parameter_count(abstract_model({"arch": "unet", "chans": 8, "num_pool_layers": 3})) == 120_273
-    assert parameter_count(abstract_model({"arch": "unet-v0", "chans": 8, "num_pool_layers": 3})) == 52_771
+    assert parameter_count(build_abstract_model({"arch": "unet", "chans": 8, "num_pool_layers": 3})) == 120_273
+    assert parameter_count(build_abstract_model({"arch": "unet-v0", "chans": 8, "num_pool_layers": 3})) == 52_771
 
 
 @pytest.mark.parametrize(("size_in", "size_out"), [((5, 7), (11, 15)), ((18, 22), (37, 45)), ((9, 10), (4, 3)),

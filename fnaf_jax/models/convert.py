@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from fnaf_jax.errors import CheckpointError, ConfigError
-from fnaf_jax.models.registry import build_model
+from fnaf_jax.models.registry import build_abstract_model
 
 UNET_ARCHS = ("unet", "unet-v0")
 ARCHS = UNET_ARCHS + ("irim",)
@@ -299,21 +299,12 @@ def check_state_dict(got: Mapping[str, tuple], expected: Mapping[str, tuple], na
         raise CheckpointError(f"{name}: state dict does not fit {what}: " + "; ".join(parts))
 
 
-def abstract_model(config: dict):
-    """The model of ``config`` with shapes only (no parameter memory is allocated)."""
-    return nnx.eval_shape(lambda: build_model(config))
-
-
 def unet_from_state_dict(config: dict, arrays: Mapping[str, np.ndarray], name: str = "<state dict>"):
     """Build the U-Net of ``config`` holding the torch ``arrays`` (keys checked first)."""
     arch = config["arch"]
-    model = abstract_model(config)
+    model = build_abstract_model(config)
     what = f"{arch} " + ", ".join(f"{k}={v}" for k, v in config.items() if k != "arch")
     check_state_dict({k: v.shape for k, v in arrays.items()}, expected_torch_shapes(model, arch), name, what)
-    if jax.tree_util.tree_leaves(nnx.state(model, nnx.Not(nnx.Param))):
-        # Dropout RNG state must be real. Under jit, XLA drops the unused weight
-        # initialisers, so only the RNG state is computed (one small compile).
-        nnx.update(model, jax.jit(lambda: nnx.state(build_model(config), nnx.Not(nnx.Param)))())
     params = nnx.state(model, nnx.Param)
     pure = nnx.to_pure_dict(params)
     for key, (path, kind) in unet_key_map(arch, config["num_pool_layers"]).items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+import jax
 from flax import nnx
 
 from fnaf_jax.errors import ConfigError
@@ -39,3 +40,16 @@ def build_model(config: dict, rngs: nnx.Rngs | None = None):
     kwargs = {k: v for k, v in config.items() if k != "arch"}
     constructor = resolve(config["arch"])
     return constructor(**kwargs, rngs=rngs if rngs is not None else nnx.Rngs(0))
+
+
+def build_abstract_model(config: dict):
+    """The model of ``config`` whose parameters are shapes only (``jax.ShapeDtypeStruct``).
+
+    Non-parameter state (dropout RNG keys and counts) is made real: under ``jit`` XLA drops
+    the unused weight initialisers, so only that small state is computed. Fill the
+    parameters with ``nnx.update`` before running the model.
+    """
+    model = nnx.eval_shape(lambda: build_model(config))
+    if jax.tree_util.tree_leaves(nnx.state(model, nnx.Not(nnx.Param))):
+        nnx.update(model, jax.jit(lambda: nnx.state(build_model(config), nnx.Not(nnx.Param)))())
+    return model

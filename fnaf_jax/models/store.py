@@ -15,11 +15,12 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
 from fnaf_jax.errors import CheckpointError
-from fnaf_jax.models.registry import build_model
+from fnaf_jax.models.registry import build_abstract_model
 
 FORMAT = "fnaf-jax-model"
 CONFIG_FILE = "model.json"
@@ -55,20 +56,28 @@ def read_model_config(path) -> dict:
     return record
 
 
-def load_model(path, rngs: nnx.Rngs | None = None):
-    """Rebuild and restore the model in checkpoint directory ``path``; returns (model, record)."""
+def load_model(path):
+    """Rebuild and restore the model in checkpoint directory ``path``; returns (model, record).
+
+    The architecture is built abstractly first, so no throw-away random weights are made.
+    """
     path = Path(path).absolute()
     record = read_model_config(path)
-    model = build_model(record["config"], rngs)
+    model = build_abstract_model(record["config"])
     params = nnx.state(model, nnx.Param)
     target = nnx.to_pure_dict(params)
     try:
         with ocp.PyTreeCheckpointer() as ckptr:
-            restored = ckptr.restore(path / STATE_DIR, item=target)
+            restored = ckptr.restore(
+                path / STATE_DIR,
+                args=ocp.args.PyTreeRestore(
+                    item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
+                ),
+            )
     except Exception as exc:  # orbax raises many types for corrupt/mismatched trees
         raise CheckpointError(f"{path / STATE_DIR}: cannot restore weights ({exc})") from exc
     _check_same_tree(path, target, restored)
-    nnx.replace_by_pure_dict(params, restored)
+    nnx.replace_by_pure_dict(params, jax.tree_util.tree_map(jnp.asarray, restored))
     nnx.update(model, params)
     return model, record
 
