@@ -12,12 +12,12 @@ def register(subparsers) -> None:
         description="Write synthetic coronal knee volumes (fastMRI single-coil HDF5 files "
         "file1000001.h5, ...) alternating CORPD_FBK and CORPDFS_FBK.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--volumes", type=int, default=8, help="number of volumes (default 8)")
-    p.add_argument("--slices", type=int, default=12, help="slices per volume (default 12)")
-    p.add_argument("--width", type=int, default=368,
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--volumes", type=int, default=8, metavar="N", help="number of volumes (default 8)")
+    p.add_argument("--slices", type=int, default=12, metavar="S", help="slices per volume (default 12)")
+    p.add_argument("--width", type=int, default=368, metavar="W",
                    help="k-space columns (phase encodes), >= 320 (default 368)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     p.add_argument("--lesions", action="store_true",
                    help="plant labelled lesions and write annotations.csv (fastMRI+ format)")
     p.add_argument("--preview", action="store_true", help="also save DIR/preview.png")
