@@ -128,6 +128,7 @@ def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spe
         "feature": {"pixels": pixels.astype(int).tolist(), "values": [float(v) for v in cand.values]},
         "gamma": cfg.gamma,
         "ip_threshold": cfg.ip_threshold,
+        "box_size": cfg.features.box_size,
         **extra,
     }
 

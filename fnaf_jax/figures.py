@@ -1,0 +1,172 @@
+"""PNG figures of the FNAF report (matplotlib, Agg backend; small files).
+
+Each function returns ``{"file": name, ...stats}`` or None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+_DPI = 90
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _attack_records(records):
+    return [r for r in records if not r.get("transfer_from")]
+
+
+def ip_vs_loss(records, path) -> dict | None:
+    """Figure 2: IP against the worst FNAF loss, one point per accepted slice, per model."""
+    recs = [r for r in _attack_records(records) if r["accepted"]]
+    if len(recs) < 2:
+        return None
+    plt = _plt()
+    ip = np.array([r["ip"] for r in recs], float)
+    loss = np.array([r["worst_loss"] for r in recs], float)
+    r_all = float(np.corrcoef(ip, loss)[0, 1]) if ip.std() > 0 and loss.std() > 0 else float("nan")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    groups = sorted({(r.get("model", ""), r["method"], r["acceleration"]) for r in recs})
+    for model, method, acc in groups:
+        sel = [(a, b) for a, b, r in zip(ip, loss, recs, strict=True)
+               if (r.get("model", ""), r["method"], r["acceleration"]) == (model, method, acc)]
+        x, y = np.array(sel).T
+        ax.scatter(x, y, s=8, alpha=0.7, label=f"{model} {method.upper()} {acc}x")
+    gamma = recs[0].get("gamma", 1e-3)
+    ax.axhline(gamma, color="gray", ls="--", lw=0.8)
+    ax.axvline(recs[0].get("ip_threshold", 1e-4), color="gray", ls=":", lw=0.8)
+    if (ip > 0).all() and (loss > 0).all():
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("information preservation (IP)")
+    ax.set_ylabel("worst FNAF loss")
+    ax.set_title(f"IP vs FNAF loss (Pearson r = {r_all:.3f}, n = {len(recs)})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return {"file": Path(path).name, "pearson_r": r_all, "n": len(recs)}
+
+
+def location_heatmaps(records, path, image_size: int = 320) -> dict | None:
+    """Figure 3: per model, how often each pixel of the central box is part of a worst
+    feature (hits; all accepted slices when a model has no hit)."""
+    recs = [r for r in _attack_records(records) if r["accepted"] and "feature" in r]
+    models = sorted({r.get("model", "") for r in recs})
+    if not models:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
+    stats = {}
+    for ax, model in zip(axes[0], models, strict=True):
+        mine = [r for r in recs if r.get("model", "") == model]
+        hits = [r for r in mine if r["hit"]]
+        used = hits or mine
+        box = int(used[0].get("box_size", 120))
+        first = (image_size - box) // 2
+        heat = np.zeros((box, box))
+        for r in used:
+            for row, col in r["feature"]["pixels"]:
+                if first <= row < first + box and first <= col < first + box:
+                    heat[row - first, col - first] += 1
+        im = ax.imshow(heat, cmap="magma", extent=(first - 0.5, first + box - 0.5, first + box - 0.5, first - 0.5))
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(f"{model}: {'hits' if hits else 'accepted'} (n={len(used)})", fontsize=8)
+        stats[model] = {"n": len(used), "hits_only": bool(hits)}
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return {"file": Path(path).name, "models": stats}
+
+
+def _find_item(dataset, fname: str, slice_num: int):
+    for index in range(len(dataset)):
+        volume, s = dataset.locate(index)
+        if os.path.basename(volume.fname) == fname and s == slice_num:
+            return dataset[index]
+    return None
+
+
+def rerun(model, dataset, record: dict) -> dict:
+    """Zero-filled input, target, output and region (z-scored, 2-D) of one record's feature,
+    with the loss recomputed (alpha 0, beta 1, MSE)."""
+    from fnaf_jax.attacks.evaluate import MaskSpec, candidate_from_record, make_batch
+    from fnaf_jax.errors import DataError
+    from fnaf_jax.objective import fnaf_loss, forward
+
+    item = _find_item(dataset, record["file"], int(record["slice"]))
+    if item is None:
+        raise DataError(f"{record['file']} slice {record['slice']}: not in the data folder given to the report")
+    spec = MaskSpec(int(record["acceleration"]), record.get("center_fraction"), record.get("mask_type", "random"))
+    batch = make_batch([item], spec, np.shape(item["target_raw"]))
+    out = forward(model.reconstruct, batch, candidate_from_record(record))
+    loss = fnaf_loss(out["output"], out["target"], out["region"])
+    images = {k: np.asarray(out[k][0, 0]) for k in ("input", "output", "target", "region")}
+    return {**images, "loss": float(loss[0, 0]), "ip": float(out["ip"][0, 0])}
+
+
+def attack_examples(records, checkpoint, data, path, model_name: str | None = None, zoom: int = 48) -> dict | None:
+    """Figure 1: the worst successful and the mildest failed attack of one model, re-run."""
+    from fnaf_jax.data.fastmri import SliceDataset
+    from fnaf_jax.models.store import load_model
+
+    name = model_name or Path(checkpoint).name
+    recs = [r for r in _attack_records(records) if r["accepted"] and "feature" in r]
+    mine = [r for r in recs if r.get("model") == name] or recs
+    hits = [r for r in mine if r["hit"]]
+    misses = [r for r in mine if not r["hit"]]
+    chosen = []
+    if hits:
+        chosen.append(("successful", max(hits, key=lambda r: r["worst_loss"])))
+    if misses:
+        chosen.append(("failed", min(misses, key=lambda r: r["worst_loss"])))
+    if not chosen:
+        return None
+    model, _ = load_model(checkpoint)
+    model.eval()
+    dataset = SliceDataset(data, transform="raw")
+    plt = _plt()
+    fig, axes = plt.subplots(len(chosen), 4, figsize=(10, 2.8 * len(chosen)), squeeze=False)
+    captions = {}
+    for row, (label, rec) in zip(axes, chosen, strict=True):
+        res = rerun(model, dataset, rec)
+        r0, c0 = rec["location"]
+        h, w = res["target"].shape
+        top, left = int(np.clip(r0 - zoom // 2, 0, h - zoom)), int(np.clip(c0 - zoom // 2, 0, w - zoom))
+        window = (slice(top, top + zoom), slice(left, left + zoom))
+        lo, hi = np.percentile(res["target"], [1, 99.5])
+        panels = [("zero-filled input", res["input"], None),
+                  ("ground truth + feature", res["target"][window], window),
+                  ("reconstruction", res["output"][window], window),
+                  ("|error|", np.abs(res["output"] - res["target"])[window], window)]
+        for ax, (title, img, win) in zip(row, panels, strict=True):
+            kw = {"cmap": "gray"} if title != "|error|" else {"cmap": "inferno"}
+            if title != "|error|":
+                kw.update(vmin=lo, vmax=hi)
+            ax.imshow(img, **kw)
+            region = res["region"] if win is None else res["region"][win]
+            ax.contour(region.astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
+            if win is None:
+                ax.add_patch(plt.Rectangle((left, top), zoom, zoom, fill=False, ec="yellow", lw=0.8))
+            ax.set_title(title, fontsize=8)
+            ax.set_axis_off()
+        caption = (f"{rec['file']} slice {rec['slice']}, {rec['method'].upper()} {rec['acceleration']}x: "
+                   f"loss {res['loss']:.2e} ({'hit' if rec['hit'] else 'no hit'}), IP {res['ip']:.1e}")
+        row[0].text(0, -0.12, f"{label}: {caption}", transform=row[0].transAxes, fontsize=7, va="top")
+        captions[label] = {"caption": caption, "recorded_loss": rec["worst_loss"], "rerun_loss": res["loss"]}
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return {"file": Path(path).name, "model": name, "examples": captions,
+            "hit_caption": captions.get("successful", {}).get("caption", "none"),
+            "miss_caption": captions.get("failed", {}).get("caption", "none")}
