@@ -10,7 +10,7 @@ from flax import nnx
 from fnaf_jax.data.fastmri import SliceDataset
 from fnaf_jax.errors import DataError
 from fnaf_jax.masks import create_mask_for_mask_type
-from fnaf_jax.models import build_model
+from fnaf_jax.models.registry import build_abstract_model
 from fnaf_jax.train.task import Task
 from fnaf_jax.train.unet_task import UnetTask, image_loss
 
@@ -19,6 +19,15 @@ from fnaf_jax.train.unet_task import UnetTask, image_loss
 def raw_items(synthetic_dir):
     ds = SliceDataset(synthetic_dir, transform="raw")
     return [ds[0], ds[4]]  # one slice of each volume
+
+
+def _random_unet():
+    """A tiny U-Net with numpy-drawn weights (compiling jax initialisers is slow on CPU)."""
+    model = build_abstract_model({"arch": "unet", "chans": 4, "num_pool_layers": 2})
+    rng = np.random.default_rng(0)
+    nnx.update(model, jax.tree.map(lambda s: (0.2 * rng.normal(size=s.shape)).astype(s.dtype),
+                                   nnx.state(model, nnx.Param)))
+    return model
 
 
 def test_is_a_task():
@@ -59,7 +68,7 @@ def test_test_files_cannot_be_trained_on(raw_items):
 def test_loss_and_predict_by_hand(raw_items, name):
     task = UnetTask(loss=name, crop=32)
     batch = task.prepare_batch(raw_items, None)
-    model = build_model({"arch": "unet", "chans": 4, "num_pool_layers": 2}, nnx.Rngs(0))
+    model = _random_unet()
     crop = slice(144, 176)
 
     @jax.jit
