@@ -137,6 +137,8 @@ class KneeShape:
     joint_gap: float      # bone-to-bone distance at the joint line
     notch_width: float
     effusion: float       # amount of joint fluid, 0..1
+    patella_ru: float
+    patella_rv: float
     depth_range: tuple    # (t first slice, t last slice)
 
 
@@ -150,15 +152,16 @@ def draw_shape(rng: np.random.Generator) -> KneeShape:
         medial_drop=u(0, 4), shaft_half_width=u(36, 44),
         plateau_half_width=u(76, 86), tibia_shaft=u(30, 38),
         cartilage=u(4.5, 6.5), joint_gap=u(10, 13), notch_width=u(11, 15),
-        effusion=u(0, 1), depth_range=(u(0.05, 0.2), u(0.85, 0.98)),
+        effusion=u(0, 1), patella_ru=u(34, 42), patella_rv=u(40, 50), depth_range=(u(-0.1, 0.15), u(0.85, 0.98)),
     )
 
 
-JOINT_REACH = 115.0  # |v| beyond which no small joint structure is drawn
+JOINT_REACH = 125.0  # |v| beyond which no small joint structure is drawn
 # Each bone is at least this far from the joint line on the other side, so its distance
 # field there saturates every ramp: store a large constant instead of computing it.
 BONE_REACH = 40.0
 FAR = 1e3
+ANTERIOR_SHRINK = 400.0  # pixels the bones recede per unit of depth in front of t = 0.05
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,8 @@ def _femur(k: KneeShape, u, v, t):
     depth = 8.0 + 55.0 * smoothstep((t - 0.1) / 0.6)
     notch = ellipse_sdf(u, v, 0.0, bottom, k.notch_width * (0.7 + 0.6 * t), depth)
     femur = smax(femur, -notch, 3.0)
+    # Anterior slices (t < 0.05) graze the front of the femur: it shrinks away.
+    femur = femur + ANTERIOR_SHRINK * max(0.05 - t, 0.0)
     return femur, notch, bottom, cv
 
 
@@ -242,7 +247,17 @@ def _tibia(k: KneeShape, u, v, t):
     below = np.maximum(v - top - 12.0, 0.0)
     width = k.tibia_shaft + (half - k.tibia_shaft) * np.exp(-((below / 70.0) ** 2))
     tibia = smax(surface - v, a - width, 7.0)
+    tibia = tibia + ANTERIOR_SHRINK * max(0.05 - t, 0.0)
     return tibia, top
+
+
+def _patella(k: KneeShape, u, v, t):
+    """Patella, in front of the femur: seen in the most anterior slices only."""
+    if t > 0.04:
+        return None
+    size = 0.35 + 0.65 * smoothstep((0.04 - t) / 0.1)
+    cv = -k.joint_gap / 2 - k.condyle_rv - 30.0
+    return ellipse_sdf(u, v, 0.0, cv, k.patella_ru * size + 0.5, k.patella_rv * size + 0.5)
 
 
 def _fibula_ellipse(k: KneeShape, t):
@@ -320,10 +335,13 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     # condyles and the tibial plateau at this depth.
     outer = min(k.condyle_sep + 4.0 * t + k.condyle_ru * (1.0 - 0.18 * t),
                 k.plateau_half_width * (1.0 - 0.12 * t)) - 1.0
-    paint(imj, F32(_tissue("joint", fs)), ramp(outer - aj) * ramp(fj) * ramp(tj)
+    # The joint's soft parts fade out in front of the bones (most anterior slices).
+    joint_presence = 1.0 - smoothstep((0.05 - t) / 0.08)
+    paint(imj, F32(_tissue("joint", fs)), joint_presence * ramp(outer - aj) * ramp(fj) * ramp(tj)
           * ramp(k.joint_gap / 2 + 2.0 - np.abs(vj)))
     # Notch contents above the tibial spines: fat around the cruciate ligaments.
-    paint(imj, fat[w] * 0.8, ramp(-notch_sdf[w]) * ramp(fj) * ramp(tj) * ramp(-vj - 1.0))
+    paint(imj, fat[w] * 0.8, joint_presence * ramp(-notch_sdf[w]) * ramp(fj) * ramp(tj)
+          * ramp(-vj - 1.0))
 
     # Bones: cortex rim, then fatty marrow with trabecular texture.
     marrow = F32(_tissue("marrow", fs))
@@ -337,6 +355,11 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
     if fibula is not None:
         paint(imj, cortex, ramp(-fibula))
         paint(imj, textured[w], ramp(-fibula - 2.0))
+    patella = _patella(k, uj, vj, t)
+    if patella is not None:  # where the slice still cuts the femur, the femur wins
+        clear = ramp(fj - 3.0)
+        paint(imj, cortex, ramp(-patella) * clear)
+        paint(imj, textured[w], ramp(-patella - 2.0) * clear)
     # Physeal scars: thin dark lines across the femur and the tibia.
     scar_f = f_cv - 45.0 + 6.0 * np.cos(uj / 40.0)
     scar_t = t_top + 30.0 - 4.0 * np.cos(uj / 35.0)
@@ -353,7 +376,7 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
               band(d, 0.0, k.cartilage) * art)
 
     # The joint line: a thin dark seam where the two cartilage surfaces meet.
-    paint(imj, F32(_tissue("joint", fs)), 0.7 * ramp(0.6 - np.abs(fj - tj))
+    paint(imj, F32(_tissue("joint", fs)), 0.7 * joint_presence * ramp(0.6 - np.abs(fj - tj))
           * ramp(k.cartilage + 1.5 - fj) * ramp(outer - aj))
 
     # Joint fluid: thin bright rim in the gutters beside the condyles (effusion varies).
@@ -368,7 +391,7 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
         depth_gain = smoothstep((t - 0.45) / 0.4) * reach + 0.15 * (1.0 - t)
         inner = outer - (18.0 + 45.0 * depth_gain)
         paint(imj, F32(_tissue("meniscus", fs)) * (1.0 + 0.3 * trab[w]),
-              meniscus_wedge(k, uj, vj, inner, outer, sign))
+              joint_presence * meniscus_wedge(k, uj, vj, inner, outer, sign))
         menisci.append((inner, outer, sign))
 
     # Collateral ligaments: MCL along the medial side, LCL towards the fibular head.
