@@ -126,3 +126,27 @@ def test_batch_larger_than_the_data_is_a_config_error(synthetic_dir, tmp_path):
     cfg = TrainConfig(data=str(synthetic_dir), **{**TINY, "batch_size": 4})
     with pytest.raises(ConfigError, match="batch_size=4 exceeds the 3 training slices"):
         train(cfg, tmp_path, progress=False)
+
+
+def test_robust_training_from_a_checkpoint_selects_on_clean_loss(reference_run, synthetic_dir,
+                                                                  tmp_path):
+    """--robust --init-from: starts from the given weights, one step on clean + FNAF loss;
+    the validation loss it records is the clean loss of the final weights."""
+    cfg, ref_workdir, _ = reference_run
+    robust_cfg = cfg.replace(robust=True, worst_of=2, epochs=1, limit_train=1, limit_val=1,
+                             init_from=str(ref_workdir / "last"))
+    summary = train(robust_cfg, tmp_path, progress=False)
+    assert summary["status"] == "done" and summary["step"] == 1
+    from flax import nnx
+
+    from fnaf_jax.data.fastmri import SliceDataset
+
+    start, _ = load_model(ref_workdir / "last")
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(
+        jax.tree.leaves(nnx.state(start, nnx.Param)), jax.tree.leaves(summary["state"]["params"]))]
+    assert 0 < max(moved) < 0.1  # one RMSprop step from the checkpoint, not a fresh model
+    task = UnetTask(crop=32)
+    batch = task.prepare_batch([SliceDataset(synthetic_dir, transform="raw")[0]], None)
+    nnx.update(start, summary["state"]["params"])
+    clean = float(jax.jit(lambda m, b: task.loss(m, b, None)[0])(start, batch))
+    assert summary["best_val_loss"] == pytest.approx(clean, rel=1e-5)

@@ -51,19 +51,22 @@ def build_task(cfg: TrainConfig):
 
         task = UnetTask.from_config(cfg)
     else:
-        try:
-            from fnaf_jax.train import irim_task
-        except ModuleNotFoundError as exc:
-            raise ConfigError("--model irim: fnaf_jax.train.irim_task is not available "
-                              f"({exc})") from None
+        irim_task = _optional_module("fnaf_jax.train.irim_task", "--model irim")
         task = irim_task.IrimTask.from_config(cfg)
     if cfg.robust:
-        try:
-            from fnaf_jax.train.robust import RobustTask
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f"--robust: fnaf_jax.train.robust is not available ({exc})") from None
-        task = RobustTask(task, cfg)
+        robust = _optional_module("fnaf_jax.train.robust", "--robust")
+        task = robust.RobustTask(task, cfg)
     return task
+
+
+def _optional_module(name: str, option: str):
+    """Import a colleague module that may not exist yet; a ConfigError if it does not."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        raise ConfigError(f"{option}: {name} is not available in this installation")
+    return importlib.import_module(name)
 
 
 def clean_task_of(task):
