@@ -161,7 +161,9 @@ JOINT_REACH = 125.0  # |v| beyond which no small joint structure is drawn
 # field there saturates every ramp: store a large constant instead of computing it.
 BONE_REACH = 40.0
 FAR = 1e3
-ANTERIOR_SHRINK = 400.0  # pixels the bones recede per unit of depth in front of t = 0.05
+# Pixels the bones recede per unit of depth in front of t = 0.05: the femur quickly (the
+# patella takes its place), the tibia slowly (its tuberosity reaches further forward).
+FEMUR_RECEDE, TIBIA_RECEDE = 900.0, 400.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class SliceGeometry:
     tibia_top: float      # v of the plateau bone
     menisci: list         # (inner |u|, outer |u|, side sign) per meniscus
     t: float
+    joint_presence: float  # 0..1: the joint's soft parts fade out in anterior slices
 
 
 def _femur(k: KneeShape, u, v, t):
@@ -232,7 +235,7 @@ def _femur(k: KneeShape, u, v, t):
     notch = ellipse_sdf(u, v, 0.0, bottom, k.notch_width * (0.7 + 0.6 * t), depth)
     femur = smax(femur, -notch, 3.0)
     # Anterior slices (t < 0.05) graze the front of the femur: it shrinks away.
-    femur = femur + ANTERIOR_SHRINK * max(0.05 - t, 0.0)
+    femur = femur + FEMUR_RECEDE * max(0.05 - t, 0.0)
     return femur, notch, bottom, cv
 
 
@@ -247,15 +250,15 @@ def _tibia(k: KneeShape, u, v, t):
     below = np.maximum(v - top - 12.0, 0.0)
     width = k.tibia_shaft + (half - k.tibia_shaft) * np.exp(-((below / 70.0) ** 2))
     tibia = smax(surface - v, a - width, 7.0)
-    tibia = tibia + ANTERIOR_SHRINK * max(0.05 - t, 0.0)
+    tibia = tibia + TIBIA_RECEDE * max(0.05 - t, 0.0)
     return tibia, top
 
 
 def _patella(k: KneeShape, u, v, t):
     """Patella, in front of the femur: seen in the most anterior slices only."""
-    if t > 0.04:
+    if t > 0.02:
         return None
-    size = 0.35 + 0.65 * smoothstep((0.04 - t) / 0.1)
+    size = 0.35 + 0.65 * smoothstep((0.02 - t) / 0.06)
     cv = -k.joint_gap / 2 - k.condyle_rv - 30.0
     return ellipse_sdf(u, v, 0.0, cv, k.patella_ru * size + 0.5, k.patella_rv * size + 0.5)
 
@@ -421,7 +424,7 @@ def render_slice(k: KneeShape, t: float, frame, textures: dict, slice_index: int
         paint(imj, F32(0.03), ramp(-artery) * ramp(fj))
 
     np.maximum(img, 0.0, out=img)
-    geom = SliceGeometry(u, v, femur, tibia, f_bottom, t_top, menisci, t)
+    geom = SliceGeometry(u, v, femur, tibia, f_bottom, t_top, menisci, t, joint_presence)
     return img, geom
 
 
@@ -499,8 +502,10 @@ def _cartilage_defect(rng, k, g, fs):
 
 def _meniscal_tear(rng, k, g, fs):
     inner, outer, sign = g.menisci[int(rng.integers(len(g.menisci)))]
+    if g.joint_presence < 0.5:
+        return None  # hardly any meniscus in this slice
     u, v = g.u, g.v
-    wedge = meniscus_wedge(k, u, v, inner, outer, sign)
+    wedge = g.joint_presence * meniscus_wedge(k, u, v, inner, outer, sign)
     half_h = k.joint_gap / 2 + k.cartilage * 0.3
     start = (inner + (outer - inner) * rng.uniform(0.15, 0.4), rng.uniform(-1.0, 1.0))
     end = (outer - rng.uniform(1.0, 6.0), rng.choice([-1.0, 1.0]) * half_h * rng.uniform(0.2, 0.9))
