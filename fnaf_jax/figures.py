@@ -5,10 +5,13 @@ Each function returns ``{"file": name, ...stats}`` or None when there is nothing
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
+from flax import nnx
 
 _DPI = 90
 
@@ -97,19 +100,28 @@ def _find_item(dataset, fname: str, slice_num: int):
     return None
 
 
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _forward_model(graphdef, state, batch, candidates):
+    from fnaf_jax.objective import forward
+
+    return forward(nnx.merge(graphdef, state).reconstruct, batch, candidates)
+
+
 def rerun(model, dataset, record: dict) -> dict:
     """Zero-filled input, target, output and region (z-scored, 2-D) of one record's feature,
     with the loss recomputed (alpha 0, beta 1, MSE)."""
     from fnaf_jax.attacks.evaluate import MaskSpec, candidate_from_record, make_batch
     from fnaf_jax.errors import DataError
-    from fnaf_jax.objective import fnaf_loss, forward
+    from fnaf_jax.objective import fnaf_loss
 
     item = _find_item(dataset, record["file"], int(record["slice"]))
     if item is None:
         raise DataError(f"{record['file']} slice {record['slice']}: not in the data folder given to the report")
     spec = MaskSpec(int(record["acceleration"]), record.get("center_fraction"), record.get("mask_type", "random"))
     batch = make_batch([item], spec, np.shape(item["target_raw"]))
-    out = forward(model.reconstruct, batch, candidate_from_record(record))
+    arrays = {k: batch[k] for k in ("target_raw", "mask", "metadata")}
+    graphdef, state = nnx.split(model)
+    out = _forward_model(graphdef, state, arrays, candidate_from_record(record))
     loss = fnaf_loss(out["output"], out["target"], out["region"])
     images = {k: np.asarray(out[k][0, 0]) for k in ("input", "output", "target", "region")}
     return {**images, "loss": float(loss[0, 0]), "ip": float(out["ip"][0, 0])}
