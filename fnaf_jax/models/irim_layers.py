@@ -10,6 +10,7 @@ checkpoint is a renaming. Feature maps are NHWC.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -170,8 +171,20 @@ def dc_inverse(p, y, data, multiplicity):
 # NNX modules (parameter owners)
 
 
-def _uniform(rngs, shape, bound):
-    return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init_weight_norm(key, shape, n_bias, bound):
+    """PyTorch's default conv init, U(+-bound), and ``g = ||v||`` (one compiled call per shape,
+    instead of one per eager op: model construction stays fast)."""
+    k_v, k_b = jax.random.split(key)
+    v = jax.random.uniform(k_v, shape, jnp.float32, -bound, bound)
+    g = jnp.sqrt(jnp.sum(v * v, axis=(1, 2, 3), keepdims=True))
+    b = jax.random.uniform(k_b, (n_bias,), jnp.float32, -bound, bound)
+    return v, g, b
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _init_normal(key, shape):
+    return jax.random.normal(key, shape, jnp.float32)
 
 
 class WeightNormConv(nnx.Module):
@@ -191,12 +204,10 @@ class WeightNormConv(nnx.Module):
         )
         # PyTorch's default: U(+-1/sqrt(fan_in)) with fan_in = shape[1] * k * k.
         bound = 1.0 / math.sqrt(shape[1] * kernel * kernel)
-        v = _uniform(rngs, shape, bound)
+        v, g, b = _init_weight_norm(rngs.params(), shape, n_out, bound)
         self.weight_v = nnx.Param(v)
-        self.weight_g = nnx.Param(
-            jnp.sqrt(jnp.sum(v * v, axis=(1, 2, 3), keepdims=True))
-        )
-        self.bias = nnx.Param(_uniform(rngs, (n_out,), bound)) if bias else None
+        self.weight_g = nnx.Param(g)
+        self.bias = nnx.Param(b) if bias else None
 
     def params(self) -> dict:
         out = {"weight_v": self.weight_v[...], "weight_g": self.weight_g[...]}
@@ -231,9 +242,7 @@ class Householder1x1(nnx.Module):
 
     def __init__(self, n_channels, n_projections=3, *, rngs: nnx.Rngs):
         k = min(n_projections, n_channels)
-        self.weights = nnx.Param(
-            jax.random.normal(rngs.params(), (k, n_channels, 1), jnp.float32)
-        )
+        self.weights = nnx.Param(_init_normal(rngs.params(), (k, n_channels, 1)))
 
     def matrix(self):
         return householder_matrix(self.weights[...])
