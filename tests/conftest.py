@@ -30,3 +30,15 @@ def synthetic_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     write_dataset(out, n_volumes=2, n_slices=3, width=368, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_lesion_dir(tmp_path_factory) -> Path:
+    """Like ``synthetic_dir`` (2 volumes x 3 slices, width 368) with seed 1 and planted
+    lesions: ``annotations.csv`` (fastMRI+ knee.csv format) lists 4 boxes, 3 in
+    file1000001.h5 and 1 in file1000002.h5. Read-only."""
+    from fnaf_jax.data.synthetic import write_dataset
+
+    out = tmp_path_factory.mktemp("synthetic_lesions")
+    write_dataset(out, n_volumes=2, n_slices=3, width=368, seed=1, lesions=True)
+    return out
