@@ -535,8 +535,9 @@ def _marrow_edema(rng, k, g, fs):
         v0 = float(rows.min()) + rng.uniform(6.0, 14.0)
     blob = ellipse_sdf(u, v, u0, v0, rng.uniform(7.0, 15.0), rng.uniform(5.0, 11.0))
     # Stays inside the marrow (edema does not cross the cortex); fades towards its edge.
-    alpha = ramp(-blob) * ramp(-d - 3.0) * np.clip(-blob / 4.0, 0.35, 1.0)
-    value = F32(0.75 if fs else 0.45)
+    # Ill-defined: the signal change fades from the centre to the edge.
+    alpha = ramp(-blob) * ramp(-d - 3.0) * np.clip(-blob / 7.0, 0.15, 1.0)
+    value = F32(0.65 if fs else 0.4)
     return alpha, value, MARROW_EDEMA
 
 
