@@ -12,7 +12,7 @@ from _study import main
 
 
 def show(layout, preset, result):
-    for png in sorted(layout.figures.glob("figure2_*.png")):
+    for png in sorted(layout.figures.rglob("figure2*.png")):
         print(png)
 
 

@@ -12,7 +12,7 @@ from _study import main
 
 
 def show(layout, preset, result):
-    for png in sorted(layout.figures.glob("figure3_*.png")):
+    for png in sorted(layout.figures.rglob("figure3*.png")):
         print(png)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
         (layout.tables / "results.json").write_text(json.dumps(
             {k: {str(m): v for m, v in tree.items()} for k, tree in res.items()},
             indent=1, default=str))
+        if layout.figures.exists():  # no stale figures of an earlier configuration
+            shutil.rmtree(layout.figures)
         figs = figures.make_figures(layout, preset, accs)
         t4 = layout.tables / "table4" / "table4.md"
         timings = {}
@@ -43,7 +46,9 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
             if marker.is_file():
                 timings[stage.name] = json.loads(marker.read_text()).get("seconds", 0.0)
         notes = [f"Data: `{layout.data_root}` ({layout.train_split} / {layout.val_split}).",
-                 f"Preset file: `{preset.get('_path')}`."]
+                 f"Preset file: `{preset.get('_path')}`.",
+                 "Per-acceleration attack reports of `fnaf report` (Tables 2, 3 with hit counts, "
+                 "CSV files): " + ", ".join(f"`figures/{a}x/report.md`" for a in accs) + "."]
         summary.write_report(layout.out, res, preset, figs,
                              t4.read_text() if t4.is_file() else None, timings, notes)
 

@@ -2,8 +2,8 @@
 
 - Table 1 from ``metrics/MODEL_ACCx/metrics.json`` (``fnaf evaluate --out``);
 - Tables 2 and 3 and the transfer rates from the attack JSONL files (one line per
-  attacked slice), tabulated by ``fnaf_jax.report`` when it offers ``summarize_records``,
-  else by ``attack_summary`` below (SPEC 3: attack rate = hits / accepted samples).
+  attacked slice), tabulated by ``fnaf_jax.report.summarize_records`` (SPEC 3: attack
+  rate = hits / accepted slices; acceptance = accepted candidates / scored candidates).
 """
 
 from __future__ import annotations
@@ -11,69 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from fnaf_jax.errors import DataError
 
 
-def read_jsonl(path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: attack results not found")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not a JSON line ({exc})") from None
-    return records
+def summarize_file(path) -> dict:
+    """Table 2/3 numbers of one attack results file (``fnaf_jax.report``'s tabulation, so
+    the study's tables agree with ``fnaf report``)."""
+    from fnaf_jax.attacks.evaluate import read_records
+    from fnaf_jax.report import summarize_records
 
-
-def _field(record: dict, *names, path="", default=None):
-    for name in names:
-        if name in record:
-            return record[name]
-    if default is not None:
-        return default
-    raise DataError(f"{path}: attack record lacks {names[0]!r} (keys: {sorted(record)})")
-
-
-def attack_summary(records: list[dict], path="") -> dict:
-    """attack rate % (hits / accepted slices), mean worst loss over accepted slices,
-    acceptance % (accepted candidates / scored candidates when recorded, else accepted
-    slices / slices), mean IP of the chosen features."""
+    records = read_records(path)
     if not records:
         raise DataError(f"{path}: no attack records")
-    accepted = np.array([bool(_field(r, "accepted", path=path)) for r in records])
-    hits = np.array([bool(_field(r, "hit", path=path)) for r in records])
-    worst = np.array([float(_field(r, "worst_loss", "loss", path=path)) for r in records])
-    ips = np.array([float(_field(r, "ip", "IP", path=path)) for r in records])
-    n_acc = int(accepted.sum())
-    scored = [r.get("num_scored") for r in records]
-    n_ok = [r.get("num_accepted") for r in records]
-    if all(v is not None for v in scored + n_ok) and sum(scored) > 0:
-        acceptance = 100.0 * sum(n_ok) / sum(scored)
-    else:
-        acceptance = 100.0 * n_acc / len(records)
-    return {
-        "slices": len(records),
-        "accepted": n_acc,
-        "hits": int(hits.sum()),
-        "attack_rate": float(100.0 * hits.sum() / n_acc) if n_acc else float("nan"),
-        "mean_worst_loss": float(worst[accepted].mean()) if n_acc else float("nan"),
-        "acceptance": acceptance,
-        "mean_ip": float(ips[accepted].mean()) if n_acc else float("nan"),
-    }
-
-
-def summarize_file(path) -> dict:
-    records = read_jsonl(path)
-    try:  # prefer the report module's tabulation, so tables agree with `fnaf report`
-        from fnaf_jax.report import summarize_records  # type: ignore[attr-defined]
-    except ImportError:
-        return attack_summary(records, path)
     return summarize_records(records)
 
 

@@ -108,7 +108,8 @@ def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
         "## Table 4: real abnormalities (region NMSE / SSIM inside annotated boxes)\n",
         table4_md or "No annotated slice of the data was found, so Table 4 is empty.\n",
     ]
-    for title, key in (("Figure 1: examples (target + feature, reconstruction, feature region)", "figure1"),
+    for title, key in (("Figure 1: a successful and a failed attack on the U-Net (re-run)", "figure1"),
+                       ("Figure 1b: the U-Net's worst features through every model", "figure1b"),
                        ("Figure 2: information preservation vs. FNAF loss", "figure2"),
                        ("Figure 3: locations of the features found", "figure3")):
         parts.append(f"## {title}\n")
