@@ -35,9 +35,27 @@ def _assert_identical(a, b):
 
 
 @pytest.fixture(scope="module")
-def reference_run(synthetic_dir, tmp_path_factory):
+def initial_checkpoint(tmp_path_factory):
+    """A tiny U-Net with numpy-drawn weights: runs start from it (``init_from``) because
+    compiling jax's weight initialisers costs ~1 s per parameter shape on a busy CPU."""
+    from flax import nnx
+
+    from fnaf_jax.models.registry import build_abstract_model
+    from fnaf_jax.models.store import save_model
+
+    config = TrainConfig(**{k: TINY[k] for k in ("chans", "num_pools")}).model_config()
+    model = build_abstract_model(config)
+    rng = np.random.default_rng(0)
+    nnx.update(model, jax.tree.map(
+        lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype),
+        nnx.state(model, nnx.Param)))
+    return save_model(tmp_path_factory.mktemp("init") / "model", model, config)
+
+
+@pytest.fixture(scope="module")
+def reference_run(synthetic_dir, initial_checkpoint, tmp_path_factory):
     """An uninterrupted run: 2 epochs x 3 steps."""
-    cfg = TrainConfig(data=str(synthetic_dir), **TINY)
+    cfg = TrainConfig(data=str(synthetic_dir), init_from=str(initial_checkpoint), **TINY)
     workdir = tmp_path_factory.mktemp("reference")
     return cfg, workdir, train(cfg, workdir, progress=False)
 
@@ -69,12 +87,11 @@ def test_loss_decreases(reference_run, synthetic_dir):
     from flax import nnx
 
     from fnaf_jax.data.fastmri import SliceDataset
-    from fnaf_jax.models import build_model
 
     items = [SliceDataset(synthetic_dir, transform="raw")[i] for i in range(3)]
     task = UnetTask(crop=32)
     batch = task.prepare_batch(items, None)
-    model = build_model(cfg.model_config(), nnx.Rngs(cfg.seed))  # the run's initial model
+    model, _ = load_model(cfg.init_from)  # the run's initial model
     loss = jax.jit(lambda m, b: task.loss(m, b, None)[0])
     before = float(loss(model, batch))
     nnx.update(model, summary["state"]["params"])

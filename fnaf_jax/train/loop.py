@@ -32,7 +32,7 @@ from fnaf_jax.train.checkpoint import CHECKPOINT_DIR, TrainCheckpoints
 from fnaf_jax.train.config import CONFIG_FILE, TrainConfig, write_or_check
 from fnaf_jax.train.steps import (
     init_state,
-    make_eval_fns,
+    make_eval_fn,
     make_optimizer,
     make_train_step,
     step_key,
@@ -194,7 +194,7 @@ class MetricsLog:
 
 
 # --- validation -----------------------------------------------------------------------
-def validate(state, val_ds, task, predict_fn, loss_fn, batch_size: int, mesh, seed: int) -> dict:
+def validate(state, val_ds, task, eval_fn, batch_size: int, mesh, seed: int) -> dict:
     """Clean validation loss (mean over slices) and fastMRI metrics (mean over volumes)."""
     from fnaf_jax.data.loader import make_loader
     from fnaf_jax.metrics import volume_metrics
@@ -205,7 +205,8 @@ def validate(state, val_ds, task, predict_fn, loss_fn, batch_size: int, mesh, se
 
     def run(items):
         batch = parallel.shard_batch(task.prepare_batch(items, None), mesh)
-        return np.asarray(predict_fn(state, batch)), float(loss_fn(state, batch, key))
+        pred, loss = eval_fn(state, batch, key)
+        return np.asarray(pred), float(loss)
 
     for batch in make_loader(val_ds, batch_size, shuffle=False, seed=seed):
         items = unstack(batch)
@@ -278,10 +279,10 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     model.train()
     graphdef, state = init_state(model, tx)
     state = parallel.replicate(state, mesh)
-    train_step, predict_fn, val_loss_fn = _compiled_fns(
+    train_step, eval_fn = _compiled_fns(
         cfg, steps_per_epoch, mesh, graphdef, eval_graphdef,
         lambda: (make_train_step(task, graphdef, tx, mesh),
-                 *make_eval_fns(clean_task_of(task), eval_graphdef, mesh)))
+                 make_eval_fn(clean_task_of(task), eval_graphdef, mesh)))
 
     ckpts = TrainCheckpoints(workdir, cfg.keep_checkpoints)
     loop = {"step": 0, "validated_epoch": -1, "best_val_loss": None}
@@ -297,8 +298,8 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
 
     def end_of_epoch(epoch: int) -> None:
         t0 = time.perf_counter()
-        record = validate(state, val_ds, clean_task_of(task), predict_fn, val_loss_fn,
-                          cfg.batch_size, mesh, cfg.seed)
+        record = validate(state, val_ds, clean_task_of(task), eval_fn, cfg.batch_size, mesh,
+                          cfg.seed)
         meta = {"epoch": epoch, "step": loop["step"], **record}
         save_models("last", meta)
         best = loop["best_val_loss"]
@@ -367,7 +368,7 @@ _COMPILED: dict = {}
 
 
 def _compiled_fns(cfg, steps_per_epoch, mesh, graphdef, eval_graphdef, build):
-    """Jitted (train step, predict, val loss), reused by later ``train`` calls in this
+    """Jitted (train step, evaluation), reused by later ``train`` calls in this
     process with an equivalent config (resuming in-process, tests, sweeps): a new jit
     wrapper would compile everything again."""
     fields = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COMPILED}

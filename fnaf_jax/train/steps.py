@@ -69,21 +69,17 @@ def make_train_step(task, graphdef, tx, mesh):
                    in_shardings=(rep, batch_sharding(mesh), rep), out_shardings=rep)
 
 
-def make_eval_fns(task, graphdef, mesh):
-    """Jitted ``predict(state, batch)`` and ``loss(state, batch, key)`` with the model in
-    evaluation mode (``graphdef`` must come from a model switched to ``.eval()``)."""
+def make_eval_fn(task, graphdef, mesh):
+    """Jitted ``evaluate(state, batch, key) -> (predictions, loss)`` with the model in
+    evaluation mode (``graphdef`` must come from a model switched to ``.eval()``); one
+    compiled call, so XLA shares the forward pass where the two agree."""
     rep, shard = replicated(mesh), batch_sharding(mesh)
 
-    def predict(state, batch):
-        return task.predict(nnx.merge(graphdef, state["params"], state["rest"]), batch)
-
-    def loss(state, batch, key):
+    def evaluate(state, batch, key):
         model = nnx.merge(graphdef, state["params"], state["rest"])
-        value, _ = task.loss(model, batch, key)
-        return value
+        return task.predict(model, batch), task.loss(model, batch, key)[0]
 
-    return (jax.jit(predict, in_shardings=(rep, shard), out_shardings=rep),
-            jax.jit(loss, in_shardings=(rep, shard, rep), out_shardings=rep))
+    return jax.jit(evaluate, in_shardings=(rep, shard, rep), out_shardings=rep)
 
 
 def step_key(seed: int, step: int) -> jax.Array:

@@ -1,0 +1,152 @@
+"""Training and inference throughput (slices/s) of fnaf-jax's U-Net beside fastMRI's PyTorch U-Net.
+
+Both sides run the same work: a U-Net with ``--chans`` (default 32) and ``--pools``
+(default 4) on ``--batch-size`` z-scored ``--size`` x ``--size`` images (default 320), an
+L1 loss and one RMSprop step per training step; inference is a forward pass in eval
+mode. Each measurement times ``--steps`` calls after ``--warmup`` untimed ones
+(compilation), ``--repeats`` times; the median is reported, then the ratio JAX / PyTorch.
+
+    python benchmarks/train_throughput.py --repeats 5 --steps 3
+
+Needs the ``torch`` extra and ``fastmri`` for the PyTorch side (``--no-torch`` skips
+it). On CPU, glibc's allocator can dominate large-array workloads; try
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (transparent huge pages for malloc) on both
+sides when comparing. Never run as a test: numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_rate(run, slices: int, steps: int, repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            run()
+        rates.append(slices * steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def jax_rates(args, image, target) -> dict:
+    import jax
+    from flax import nnx
+
+    from fnaf_jax import parallel
+    from fnaf_jax.models.registry import build_abstract_model
+    from fnaf_jax.train.config import TrainConfig
+    from fnaf_jax.train.steps import (
+        init_state,
+        make_optimizer,
+        make_train_step,
+        step_key,
+    )
+    from fnaf_jax.train.unet_task import UnetTask
+
+    cfg = TrainConfig(chans=args.chans, num_pools=args.pools, batch_size=args.batch_size)
+    model = build_abstract_model(cfg.model_config())
+    rng = np.random.default_rng(0)  # weights drawn in numpy: values do not matter here
+    nnx.update(model, jax.tree.map(
+        lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype),
+        nnx.state(model, nnx.Param)))
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    tx = make_optimizer(cfg, 1000)
+    model.train()
+    graphdef, state = init_state(model, tx)
+    state = parallel.replicate(state, mesh)
+    step = make_train_step(UnetTask(loss="l1"), graphdef, tx, mesh)
+    batch = parallel.shard_batch({"image": image, "target": target}, mesh)
+    key = step_key(0, 0)
+    holder = {"state": state}
+
+    def train_once():
+        holder["state"], loss, _ = step(holder["state"], batch, key)
+        loss.block_until_ready()
+
+    model.eval()
+    eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+    forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s["params"], s["rest"])(x[..., None]))
+
+    def infer_once():
+        forward(holder["state"], batch["image"]).block_until_ready()
+
+    for _ in range(args.warmup):
+        train_once()
+        infer_once()
+    b = args.batch_size
+    return {"train": _median_rate(train_once, b, args.steps, args.repeats),
+            "infer": _median_rate(infer_once, b, args.steps, args.repeats),
+            "device": str(jax.devices()[0])}
+
+
+def torch_rates(args, image, target) -> dict:
+    import torch
+    from fastmri.models import Unet
+
+    torch.manual_seed(0)
+    model = Unet(1, 1, chans=args.chans, num_pool_layers=args.pools, drop_prob=0.0)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.99, eps=1e-8)
+    x = torch.from_numpy(image)[:, None]
+    y = torch.from_numpy(target)[:, None]
+
+    def train_once():
+        opt.zero_grad()
+        loss = torch.nn.functional.l1_loss(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def infer_once():
+        with torch.no_grad():
+            model(x)
+
+    model.train()
+    for _ in range(args.warmup):
+        train_once()
+    rates = {"train": _median_rate(train_once, args.batch_size, args.steps, args.repeats)}
+    model.eval()
+    for _ in range(args.warmup):
+        infer_once()
+    rates["infer"] = _median_rate(infer_once, args.batch_size, args.steps, args.repeats)
+    rates["device"] = f"cpu ({torch.get_num_threads()} threads)"
+    return rates
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--chans", type=int, default=32)
+    p.add_argument("--pools", type=int, default=4)
+    p.add_argument("--size", type=int, default=320)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3, help="timed calls per repeat")
+    p.add_argument("--repeats", type=int, default=5, help="median over this many repeats")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (compilation)")
+    p.add_argument("--no-torch", action="store_true", help="JAX side only")
+    args = p.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch_size, args.size, args.size)
+    image = rng.normal(size=shape).astype(np.float32)
+    target = rng.normal(size=shape).astype(np.float32)
+
+    results = {"jax": jax_rates(args, image, target)}
+    if not args.no_torch:
+        results["torch"] = torch_rates(args, image, target)
+    print(f"U-Net chans {args.chans}, {args.pools} pools, batch {args.batch_size}, "
+          f"{args.size}x{args.size}; median of {args.repeats} x {args.steps} calls")
+    print("| side | device | train slices/s | inference slices/s |")
+    print("|---|---|---|---|")
+    for side, r in results.items():
+        print(f"| {side} | {r['device']} | {r['train']:.3f} | {r['infer']:.3f} |")
+    if "torch" in results:
+        j, t = results["jax"], results["torch"]
+        print(f"ratio jax/torch: train {j['train'] / t['train']:.2f}x, "
+              f"inference {j['infer'] / t['infer']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
