@@ -1,0 +1,196 @@
+"""The i-RIM training task: the release's recipe (irim_fastMRI tag 0.1) on the Task protocol.
+
+Host side (``prepare_batch``), per slice, as the release's ``TrainingTransform``:
+the fully sampled k-space (the "raw" transform, no mask function) goes to image space
+over the full field of view, is zero-padded and centre-cropped to ``crop x crop``
+(368 in the release), goes back to k-space, and is under-sampled with a column mask
+drawn for ``crop`` columns: random in training (seed from ``rng``, so a resumed run
+replays it), seeded by the file name in validation (``rng=None``). The batch holds the
+zero-filled complex image ``y`` and its mask; the target is ``reconstruction_esc``
+centre-cropped to ``min(320, crop)``.
+
+Jitted side: the loss is ``1 - SSIM`` (default; or L1 / MSE) between the model's
+magnitude image and the target, both divided by the volume's ``max`` attribute, as the
+release trains. Gradients go through the i-RIM's memory-free backward pass when the
+model was built with ``memory_free=True`` (the default). ``optimizer()`` gives the
+release's Adam with step decay.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnaf_jax.data.fastmri import ifft2c_np
+from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.masks import column_mask, create_mask_for_mask_type, file_seed
+from fnaf_jax.physics import center_crop
+from fnaf_jax.train.task import stack_items
+
+LOSSES = ("ssim", "l1", "mse")
+TRAIN_CROP = 368  # the release's --train_resolution 368 368
+_SEED_RANGE = 2**32  # numpy RandomState seeds must be < 2**32
+
+
+def fft2c_np(image: np.ndarray) -> np.ndarray:
+    """Host-side centred orthonormal FFT (numpy twin of ``physics.fft2c``)."""
+    x = np.fft.ifftshift(image, axes=(-2, -1))
+    x = np.fft.fft2(x, axes=(-2, -1), norm="ortho")
+    return np.fft.fftshift(x, axes=(-2, -1))
+
+
+def crop_field_of_view(kspace: np.ndarray, size: int) -> np.ndarray:
+    """k-space of the ``size x size`` centre of the image, zero-padded where it is smaller.
+
+    The release pads by ``p = max(H - size, W - size) // 2 + 1`` on every side before the
+    centre crop; padding by any amount large enough gives the same crop.
+    """
+    image = ifft2c_np(kspace)
+    h, w = image.shape
+    pad_h, pad_w = max(0, size - h) // 2 + 1, max(0, size - w) // 2 + 1
+    image = np.pad(image, ((pad_h, pad_h), (pad_w, pad_w)))
+    return fft2c_np(center_crop(image, (size, size))).astype(np.complex64)
+
+
+class IrimTask:
+    """Train an ``IRIM`` model (see the module docstring)."""
+
+    transform = "raw"
+
+    def __init__(
+        self,
+        mask_func=None,
+        crop: int = TRAIN_CROP,
+        loss: str = "ssim",
+        lr: float = 1e-4,
+        lr_step_epochs: int = 30,
+        lr_gamma: float = 0.1,
+    ):
+        if loss not in LOSSES:
+            raise ConfigError(
+                f"i-RIM loss {loss!r} unknown; choose one of {', '.join(LOSSES)}"
+            )
+        if crop < 8:
+            raise ConfigError(f"i-RIM training crop {crop} too small (>= 8)")
+        self.mask_func = mask_func or create_mask_for_mask_type("random", [0.08], [4])
+        self.crop = int(crop)
+        self.out_size = min(320, self.crop)
+        self.loss_name = loss
+        self.lr = float(lr)
+        self.lr_step_epochs = int(lr_step_epochs)
+        self.lr_gamma = float(lr_gamma)
+
+    @classmethod
+    def from_config(cls, cfg) -> IrimTask:
+        """From a ``TrainConfig``: masks, loss, lr and decay; crop None -> 368 (the release)."""
+        mask_func = create_mask_for_mask_type(
+            cfg.mask_type, list(cfg.center_fractions), list(cfg.accelerations)
+        )
+        step = max(1, round(cfg.lr_step_fraction * cfg.epochs))
+        return cls(
+            mask_func=mask_func,
+            crop=cfg.crop or TRAIN_CROP,
+            loss=cfg.loss,
+            lr=cfg.lr,
+            lr_step_epochs=step,
+            lr_gamma=cfg.lr_gamma,
+        )
+
+    def optimizer(self, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+        """Adam (PyTorch defaults) with the learning rate times ``lr_gamma`` every
+        ``lr_step_epochs`` epochs (the release: lr 1e-4, x0.1 every 30 epochs)."""
+        schedule = optax.exponential_decay(
+            self.lr,
+            transition_steps=self.lr_step_epochs * max(1, steps_per_epoch),
+            decay_rate=self.lr_gamma,
+            staircase=True,
+        )
+        return optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-8)
+
+    # --- host side ---------------------------------------------------------------------
+    def prepare_batch(self, items: list[dict], rng: np.random.Generator | None) -> dict:
+        """Stacked ``y`` (B, crop, crop) complex64, ``mask`` (B, crop), ``target`` (B, c, c),
+        ``max_value`` (B,), ``metadata`` (B, 8) and ``target_raw`` (B, 320, 320)."""
+        rows = []
+        for item in items:
+            where = f"{item.get('fname', '?')} slice {item.get('slice_num', '?')}"
+            if "kspace" not in item:
+                raise DataError(
+                    f"{where}: IrimTask needs the 'raw' transform (no 'kspace')"
+                )
+            target = item.get("target_raw")
+            if target is None:
+                raise DataError(
+                    f"{where}: no target (a test file cannot be used for training)"
+                )
+            target = np.asarray(target, np.float32)
+            if min(target.shape) < self.out_size:
+                raise DataError(
+                    f"{where}: target {target.shape} smaller than {self.out_size}"
+                )
+            kspace = crop_field_of_view(np.asarray(item["kspace"]), self.crop)
+            seed = (
+                file_seed(item["fname"])
+                if rng is None
+                else int(rng.integers(_SEED_RANGE))
+            )
+            mask, _ = column_mask(self.mask_func, self.crop, seed=seed)
+            y = ifft2c_np(kspace * mask[None, :].astype(np.complex64)).astype(
+                np.complex64
+            )
+            metadata = item.get("metadata")
+            rows.append(
+                {
+                    "y": y,
+                    "mask": mask.astype(np.float32),
+                    "target": center_crop(target, (self.out_size, self.out_size)),
+                    "max_value": np.float32(item["max_value"]),
+                    "metadata": np.zeros(8, np.float32)
+                    if metadata is None
+                    else metadata,
+                    "target_raw": target,
+                    "fname": item.get("fname"),
+                    "slice_num": item.get("slice_num"),
+                }
+            )
+        keys = ("y", "mask", "target", "max_value", "metadata", "target_raw")
+        batch = stack_items(rows, keys)
+        batch["metadata"] = batch["metadata"].astype(np.float32)
+        return batch
+
+    # --- jitted side -------------------------------------------------------------------
+    def loss(self, model, batch, key):
+        del key  # the i-RIM has no randomness in training
+        out = model(batch["y"], batch["mask"], batch["metadata"])
+        scale = batch["max_value"][:, None, None]
+        out, target = out / scale, batch["target"] / scale
+        if self.loss_name == "ssim":
+            from fnaf_jax.metrics import ssim_jax
+
+            value = 1.0 - jnp.mean(ssim_jax(target, out, 1.0))
+        elif self.loss_name == "l1":
+            value = jnp.mean(jnp.abs(out - target))
+        else:
+            value = jnp.mean(jnp.square(out - target))
+        return value, {"l1": jnp.mean(jnp.abs(out - target))}
+
+    def predict(self, model, batch):
+        """Magnitude images (B, c, c), c = min(320, crop), in the units of ``target_raw``."""
+        return model(batch["y"], batch["mask"], batch["metadata"])
+
+
+def train_step(model, optimizer, task: IrimTask, batch, key=None):
+    """One optimizer step outside the generic loop (``nnx.Optimizer``); returns the loss.
+
+    The generic loop (``fnaf_jax.train.loop``) does the same from ``task.loss``; this is
+    the small standalone path used by tests and the memory benchmark.
+    """
+    from flax import nnx
+
+    def loss_fn(m):
+        return task.loss(m, batch, key)
+
+    (value, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return value, aux
