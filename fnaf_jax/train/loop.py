@@ -78,6 +78,13 @@ def clean_task_of(task):
     return task
 
 
+def optimizer_for(task, cfg: TrainConfig, steps_per_epoch: int):
+    """The model family's own optimizer when its task defines one (i-RIM: Adam), else
+    fastMRI's RMSprop recipe from ``cfg``."""
+    own = getattr(clean_task_of(task), "optimizer", None)
+    return own(steps_per_epoch) if callable(own) else make_optimizer(cfg, steps_per_epoch)
+
+
 def data_dir(cfg: TrainConfig, which: str) -> Path:
     """The folder of the ``which`` ("train" or "val") split (see ``TrainConfig.data``)."""
     root = Path(cfg.data)
@@ -273,7 +280,7 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     total_steps = cfg.epochs * steps_per_epoch
 
     model, model_config = build_model_and_config(cfg)
-    tx = make_optimizer(cfg, steps_per_epoch)
+    tx = optimizer_for(task, cfg, steps_per_epoch)
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
     model.train()
