@@ -59,19 +59,26 @@ def test_field_of_view_crop_is_the_release_pad_and_crop(size):
 def test_prepare_batch_masks_crops_and_targets():
     task = IrimTask(mask_func=create_mask_for_mask_type("random", [0.08], [4]), crop=24)
     items = [_item(0), _item(1, fname="file1000002.h5")]
-    val = task.prepare_batch(items, None)
-    assert val["y"].shape == (2, 24, 24) and val["y"].dtype == np.complex64
-    assert val["target"].shape == (2, 24, 24) and val["target_raw"].shape == (2, 32, 32)
-    # validation masks are seeded by the file name; training masks come from rng
-    want, _ = column_mask(task.mask_func, 24, seed=file_seed("file1000002.h5"))
-    np.testing.assert_array_equal(val["mask"][1], want)
     train = task.prepare_batch(items, np.random.default_rng([0, 0, 0]))
+    assert train["y"].shape == (2, 24, 24) and train["y"].dtype == np.complex64
+    assert train["target"].shape == (2, 24, 24) and train["target_raw"].shape == (
+        2,
+        32,
+        32,
+    )
     again = task.prepare_batch(items, np.random.default_rng([0, 0, 0]))
-    np.testing.assert_array_equal(train["mask"], again["mask"])
+    np.testing.assert_array_equal(train["mask"], again["mask"])  # replayable from rng
     # y is the zero-filled image of the cropped field of view
-    k = crop_field_of_view(items[0]["kspace"], 24) * val["mask"][0][None, :]
-    np.testing.assert_allclose(val["y"][0], _ifft2c(k), atol=1e-5)
-    np.testing.assert_array_equal(val["target"][0], items[0]["target_raw"][4:28, 4:28])
+    k = crop_field_of_view(items[0]["kspace"], 24) * train["mask"][0][None, :]
+    np.testing.assert_allclose(train["y"][0], _ifft2c(k), atol=1e-5)
+    np.testing.assert_array_equal(
+        train["target"][0], items[0]["target_raw"][4:28, 4:28]
+    )
+    # validation: masks seeded by the file name; the output covers the whole target
+    val = task.prepare_batch(items, None)
+    assert val["y"].shape == (2, 32, 32) and val["target"].shape == (2, 32, 32)
+    want, _ = column_mask(task.mask_func, 32, seed=file_seed("file1000002.h5"))
+    np.testing.assert_array_equal(val["mask"][1], want)
     with pytest.raises(DataError, match="no target"):
         task.prepare_batch([{**items[0], "target_raw": None}], None)
 

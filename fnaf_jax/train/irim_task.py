@@ -75,7 +75,6 @@ class IrimTask:
             raise ConfigError(f"i-RIM training crop {crop} too small (>= 8)")
         self.mask_func = mask_func or create_mask_for_mask_type("random", [0.08], [4])
         self.crop = int(crop)
-        self.out_size = min(320, self.crop)
         self.loss_name = loss
         self.lr = float(lr)
         self.lr_step_epochs = int(lr_step_epochs)
@@ -109,9 +108,23 @@ class IrimTask:
         return optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-8)
 
     # --- host side ---------------------------------------------------------------------
+    def sizes(self, target_shape, training: bool) -> tuple[int, int]:
+        """(field of view, output size) of one slice.
+
+        Training: the ``crop x crop`` field of view, output ``min(320, crop)``.
+        Validation: the output must cover the whole target (the loop compares it with
+        ``target_raw``), so the field of view grows to at least the target (320) when
+        ``crop`` is smaller (a smoke-run speed knob).
+        """
+        if training:
+            return self.crop, min(320, self.crop)
+        out_size = min(320, *target_shape)
+        return max(self.crop, out_size), out_size
+
     def prepare_batch(self, items: list[dict], rng: np.random.Generator | None) -> dict:
-        """Stacked ``y`` (B, crop, crop) complex64, ``mask`` (B, crop), ``target`` (B, c, c),
-        ``max_value`` (B,), ``metadata`` (B, 8) and ``target_raw`` (B, 320, 320)."""
+        """Stacked ``y`` (B, F, F) complex64, ``mask`` (B, F), ``target`` (B, c, c),
+        ``max_value`` (B,), ``metadata`` (B, 8) and ``target_raw`` (B, 320, 320), with the
+        field of view F and output size c of ``sizes`` (``rng=None`` means validation)."""
         rows = []
         for item in items:
             where = f"{item.get('fname', '?')} slice {item.get('slice_num', '?')}"
@@ -125,17 +138,18 @@ class IrimTask:
                     f"{where}: no target (a test file cannot be used for training)"
                 )
             target = np.asarray(target, np.float32)
-            if min(target.shape) < self.out_size:
+            fov, out_size = self.sizes(target.shape, training=rng is not None)
+            if min(target.shape) < out_size:
                 raise DataError(
-                    f"{where}: target {target.shape} smaller than {self.out_size}"
+                    f"{where}: target {target.shape} smaller than {out_size}"
                 )
-            kspace = crop_field_of_view(np.asarray(item["kspace"]), self.crop)
+            kspace = crop_field_of_view(np.asarray(item["kspace"]), fov)
             seed = (
                 file_seed(item["fname"])
                 if rng is None
                 else int(rng.integers(_SEED_RANGE))
             )
-            mask, _ = column_mask(self.mask_func, self.crop, seed=seed)
+            mask, _ = column_mask(self.mask_func, fov, seed=seed)
             y = ifft2c_np(kspace * mask[None, :].astype(np.complex64)).astype(
                 np.complex64
             )
@@ -144,7 +158,7 @@ class IrimTask:
                 {
                     "y": y,
                     "mask": mask.astype(np.float32),
-                    "target": center_crop(target, (self.out_size, self.out_size)),
+                    "target": center_crop(target, (out_size, out_size)),
                     "max_value": np.float32(item["max_value"]),
                     "metadata": np.zeros(8, np.float32)
                     if metadata is None
@@ -176,7 +190,8 @@ class IrimTask:
         return value, {"l1": jnp.mean(jnp.abs(out - target))}
 
     def predict(self, model, batch):
-        """Magnitude images (B, c, c), c = min(320, crop), in the units of ``target_raw``."""
+        """Magnitude images (B, c, c) in the units of ``target_raw``; c = 320 for
+        validation batches of fastMRI data (see ``sizes``)."""
         return model(batch["y"], batch["mask"], batch["metadata"])
 
 
