@@ -98,3 +98,22 @@ def test_loss_and_predict_by_hand(raw_items, name):
 def test_image_loss_rejects_unknown_names():
     with pytest.raises(ValueError, match="huber"):
         image_loss("huber", np.zeros((1, 8, 8)), np.zeros((1, 8, 8)))
+
+
+def test_slices_of_different_widths_batch_together(raw_items, tmp_path):
+    """fastMRI mixes k-space widths (368, 372, ...): batches hold 320 x 320 images."""
+    from fnaf_jax.data.synthetic import write_dataset
+    from fnaf_jax.train.loop import item_batches
+
+    write_dataset(tmp_path, n_volumes=1, n_slices=1, width=372, seed=1)
+    wide = SliceDataset(tmp_path, transform="raw")[0]
+    assert wide["kspace"].shape[-1] == 372 != raw_items[0]["kspace"].shape[-1]
+    batch = UnetTask().prepare_batch([raw_items[0], wide], np.random.default_rng(0))
+    assert batch["image"].shape == (2, 320, 320)
+    # the loop reads items itself, in make_loader's (seed, epoch) order
+    from fnaf_jax.data.loader import epoch_order
+
+    order = epoch_order(7, shuffle=True, seed=5, epoch=2)
+    got = list(item_batches(list(range(7)), 3, shuffle=True, seed=5, epoch=2,
+                            drop_remainder=True))
+    assert got == [order[:3].tolist(), order[3:6].tolist()]

@@ -1,7 +1,7 @@
 """The resumable training loop behind ``fnaf train``.
 
-``train(cfg, workdir)`` runs epochs of ``make_loader`` batches through one compiled step,
-validates after every epoch (clean loss and fastMRI nmse/psnr/ssim per volume), keeps
+``train(cfg, workdir)`` runs epochs of batches (in ``make_loader``'s order) through one
+compiled step, validates after every epoch (clean loss and fastMRI nmse/psnr/ssim per volume), keeps
 ``WORKDIR/best`` (lowest clean validation loss) and ``WORKDIR/last`` as model checkpoints,
 logs to ``WORKDIR/metrics.jsonl`` and saves Orbax training checkpoints every
 ``checkpoint_every`` steps, at the end of each epoch and on SIGINT/SIGTERM.
@@ -129,10 +129,31 @@ def load_split(cfg: TrainConfig, which: str, transform: str):
     return Subset(ds, limit) if limit else ds
 
 
-def unstack(batch: dict) -> list[dict]:
-    """A collated loader batch back into its items (tasks prepare lists of items)."""
-    n = len(batch["fname"])
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+class _Indices:
+    """Dataset view whose items are their own indices: ``make_loader`` fixes the batches'
+    order and grouping, the loop reads the items. Raw items of different k-space widths
+    cannot be collated into one array, and skipping the consumed batches of a resumed
+    epoch reads nothing."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        return {"index": int(index)}
+
+    def __repr__(self) -> str:
+        return f"_Indices({self.n})"
+
+
+def item_batches(dataset, batch_size: int, **loader_kwargs):
+    """Lists of index arrays, one per batch, in ``make_loader``'s order."""
+    from fnaf_jax.data.loader import make_loader
+
+    for batch in make_loader(_Indices(len(dataset)), batch_size, **loader_kwargs):
+        yield [int(i) for i in batch["index"]]
 
 
 def build_model_and_config(cfg: TrainConfig):
@@ -165,6 +186,7 @@ class StopSignal:
 
     def _handle(self, signum, frame):
         self.signum = signum
+        signal.signal(signum, self._old[signum])  # a second signal acts at once
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -203,7 +225,6 @@ class MetricsLog:
 # --- validation -----------------------------------------------------------------------
 def validate(state, val_ds, task, eval_fn, batch_size: int, mesh, seed: int) -> dict:
     """Clean validation loss (mean over slices) and fastMRI metrics (mean over volumes)."""
-    from fnaf_jax.data.loader import make_loader
     from fnaf_jax.metrics import volume_metrics
 
     key = step_key(seed, 2**32 - 1)  # a step number training never reaches
@@ -215,8 +236,8 @@ def validate(state, val_ds, task, eval_fn, batch_size: int, mesh, seed: int) -> 
         pred, loss = eval_fn(state, batch, key)
         return np.asarray(pred), float(loss)
 
-    for batch in make_loader(val_ds, batch_size, shuffle=False, seed=seed):
-        items = unstack(batch)
+    for indices in item_batches(val_ds, batch_size, shuffle=False, seed=seed):
+        items = [val_ds[i] for i in indices]
         if len(items) == batch_size:
             preds, loss = run(items)
             losses += [loss] * len(items)
@@ -259,14 +280,10 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     ``stop_after_steps`` stops (with a checkpoint, as on SIGTERM) once that many optimizer
     steps in total are done: the hook tests use to interrupt a run.
     """
-    from fnaf_jax.data.loader import make_loader
     from fnaf_jax.models.store import save_model
 
     workdir = Path(workdir).absolute()
     parallel.maybe_initialize_distributed()
-    if force and jax.process_index() == 0:
-        clear_run(workdir)
-    write_or_check(cfg, workdir, force=force)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(cfg.batch_size, mesh)
 
@@ -278,6 +295,9 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train_ds)} training "
                           f"slices in {data_dir(cfg, 'train')}")
     total_steps = cfg.epochs * steps_per_epoch
+    if force and jax.process_index() == 0:
+        clear_run(workdir)
+    write_or_check(cfg, workdir, force=force)  # after the checks: a typo leaves no record
 
     model, model_config = build_model_and_config(cfg)
     tx = optimizer_for(task, cfg, steps_per_epoch)
@@ -328,14 +348,14 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
             if epoch >= cfg.epochs:
                 break
             skip = loop["step"] - epoch * steps_per_epoch
-            loader = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                 epoch=epoch, drop_remainder=True)
+            batches = item_batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   epoch=epoch, drop_remainder=True)
             bar = _progress(progress, epoch, cfg.epochs, steps_per_epoch, skip)
             t0, seen, losses = time.perf_counter(), 0, []
-            for index, batch in enumerate(loader):
+            for index, indices in enumerate(batches):
                 if index < skip:
                     continue  # consumed before the interruption
-                items = unstack(batch)
+                items = [train_ds[i] for i in indices]
                 host = task.prepare_batch(items, np.random.default_rng([cfg.seed, epoch, index]))
                 state, loss, _ = train_step(state, parallel.shard_batch(host, mesh),
                                             step_key(cfg.seed, loop["step"]))
