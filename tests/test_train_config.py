@@ -91,3 +91,12 @@ def test_optimizer_is_torch_rmsprop_with_step_decay():
         updates, state = tx.update(jnp.asarray(g), state, params)
         params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(np.asarray(params), p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["unet", "unet-v0"])
+def test_model_config_builds_the_architecture(model):
+    from fnaf_jax.models.registry import build_abstract_model
+
+    cfg = TrainConfig(model=model, chans=8, num_pools=3, drop_prob=0.1)
+    net = build_abstract_model(cfg.model_config())
+    assert (net.chans, net.num_pool_layers, net.drop_prob) == (8, 3, 0.1)

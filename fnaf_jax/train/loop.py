@@ -347,6 +347,9 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
                 end_of_epoch(epoch - 1)
             if epoch >= cfg.epochs:
                 break
+            if stop:  # signalled during validation
+                status = "interrupted"
+                break
             skip = loop["step"] - epoch * steps_per_epoch
             batches = item_batches(train_ds, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                    epoch=epoch, drop_remainder=True)
