@@ -100,8 +100,8 @@ def test_loss_decreases(reference_run, synthetic_dir):
 
 
 def test_interrupt_and_resume_is_bit_identical(reference_run, tmp_path, monkeypatch):
-    """Stop at the end of epoch 0 (before its validation), resume; a real SIGTERM during
-    step 5 (mid epoch 1), resume: the parameters equal the uninterrupted run's exactly."""
+    """Stop at the end of epoch 0 (before its validation), resume; a real SIGTERM while
+    step 4 runs (mid epoch 1), resume: the parameters equal the uninterrupted run's exactly."""
     cfg, _, reference = reference_run
     first = train(cfg, tmp_path, stop_after_steps=3, progress=False)
     assert (first["status"], first["step"], first["validated_epoch"]) == ("interrupted", 3, -1)
@@ -112,7 +112,7 @@ def test_interrupt_and_resume_is_bit_identical(reference_run, tmp_path, monkeypa
     def prepare_and_signal(self, items, rng):
         if rng is not None:  # a training batch
             calls.append(1)
-            if len(calls) == 2:
+            if len(calls) == 2:  # the loop prepares batch 2 while step 4 runs
                 os.kill(os.getpid(), signal.SIGTERM)
         return original(self, items, rng)
 
@@ -120,7 +120,7 @@ def test_interrupt_and_resume_is_bit_identical(reference_run, tmp_path, monkeypa
     assert threading.current_thread() is threading.main_thread()  # else SIGTERM would kill us
     handler_before = signal.getsignal(signal.SIGTERM)
     second = train(cfg, tmp_path, progress=False)
-    assert (second["status"], second["step"], second["validated_epoch"]) == ("interrupted", 5, 0)
+    assert (second["status"], second["step"], second["validated_epoch"]) == ("interrupted", 4, 0)
     assert signal.getsignal(signal.SIGTERM) is handler_before  # handler restored
     monkeypatch.setattr(UnetTask, "prepare_batch", original)
 

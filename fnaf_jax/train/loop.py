@@ -355,16 +355,20 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
                                    epoch=epoch, drop_remainder=True)
             bar = _progress(progress, epoch, cfg.epochs, steps_per_epoch, skip)
             t0, seen, losses = time.perf_counter(), 0, []
-            for index, indices in enumerate(batches):
-                if index < skip:
-                    continue  # consumed before the interruption
-                items = [train_ds[i] for i in indices]
-                host = task.prepare_batch(items, np.random.default_rng([cfg.seed, epoch, index]))
+            prepared = (
+                (len(indices), task.prepare_batch([train_ds[i] for i in indices],
+                                                  np.random.default_rng([cfg.seed, epoch, index])))
+                for index, indices in enumerate(batches)
+                if index >= skip)  # batches before `skip` were consumed before an interruption
+            upcoming = next(prepared, None)
+            while upcoming is not None:
+                n, host = upcoming
                 state, loss, _ = train_step(state, parallel.shard_batch(host, mesh),
                                             step_key(cfg.seed, loop["step"]))
+                upcoming = next(prepared, None)  # host work overlaps the dispatched step
                 loop["step"] += 1
                 losses.append(float(loss))
-                seen += len(items)
+                seen += n
                 rate = seen / (time.perf_counter() - t0)
                 if bar is not None:
                     bar.update(1)
