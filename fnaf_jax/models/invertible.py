@@ -65,6 +65,10 @@ def memory_free_chain(forwards: Sequence[Layer], inverses: Sequence[Layer]):
         param_grads = [None] * len(forwards)
         data_grad = jax.tree_util.tree_map(jax.numpy.zeros_like, data)
         for i in reversed(range(len(forwards))):
+            # The barrier ties the state to the cotangent of the layer above, so XLA cannot
+            # hoist the whole chain of inversions ahead of the VJPs (which would keep every
+            # state alive again, as plain autodiff does).
+            y, ct = jax.lax.optimization_barrier((y, ct))
             x = inverses[i](params[i], y, data)  # this layer's input, recomputed
             _, vjp = jax.vjp(forwards[i], params[i], x, data)
             param_grads[i], ct, d_data = vjp(ct)
