@@ -157,3 +157,30 @@ def test_mini_study_second_run_skips_every_stage(mini_study, capsys):
     assert all("skipped (done" in line for line in stage_lines)
     assert {m.name: m.stat().st_mtime_ns for m in (out / ".stages").glob("*.done")} == before
     assert "0 ran" in new_log[-1]
+
+
+# ----------------------------------------------------------------------------- findings
+def _row(rate, accepted=100, acceptance=99.5):
+    return {"attack_rate": rate, "accepted": accepted, "acceptance": acceptance}
+
+
+def test_findings_verdicts_follow_the_numbers():
+    from fnaf_jax.study.paper import findings
+
+    t2 = {"unet": {4: {"rs": _row(84.0), "fd": _row(72.0)}},
+          "robust": {4: {"rs": _row(13.0), "fd": _row(10.0)}},
+          "irim": {4: {"rs": _row(44.0), "fd": _row(35.0)}}}
+    t1 = {"unet": {4: {"ssim": 0.7213}}, "robust": {4: {"ssim": 0.7197}}}
+    results = {"table1": t1, "table2": t2, "transfer": {4: {"attack_rate": 89.0}}}
+    verdicts = [f["holds"] for f in findings(results)]
+    assert verdicts == [True, True, True, True, True]  # the paper's own numbers
+
+    t2["robust"][4]["rs"] = _row(80.0)                      # robust no better
+    t2["unet"][4]["fd"] = _row(90.0)                        # FD beats RS by 6 points of 100
+    t2["irim"][4]["rs"] = _row(95.0, acceptance=80.0)       # i-RIM worse, low acceptance
+    results["transfer"] = {4: {"attack_rate": 20.0}}
+    assert [f["holds"] for f in findings(results)] == [False, False, False, False, False]
+
+    t2["unet"][4]["fd"] = _row(90.0, accepted=8)  # with 8 slices one slice is 12.5 points
+    assert findings(results)[1]["holds"] is True
+    assert all(f["holds"] is None for f in findings({}))

@@ -49,7 +49,9 @@ def findings(results: dict) -> list[dict]:
     t1, t2 = results.get("table1", {}), results.get("table2", {})
     accs = sorted({acc for model in t2.values() for acc in model})
 
-    # 1. robust training lowers the attack rate a lot at a small SSIM cost
+    # 1. robust training lowers the attack rate a lot at a small SSIM cost. The paper
+    # trained and reports the robust U-Net at 4x only: the verdict uses the accelerations
+    # it published; others are shown for information.
     checks, evidence = [], []
     for acc in accs:
         u = _get(t2, "unet", acc, "rs", "attack_rate")
@@ -62,18 +64,23 @@ def findings(results: dict) -> list[dict]:
         if su is not None and sr is not None:
             ok = ok and su - sr <= ROBUST_MAX_SSIM_COST
             text += f", SSIM {su:.4f} vs {sr:.4f} (cost {su - sr:+.4f})"
-        checks.append(ok)
+        if ("robust", acc) in PUBLISHED["table2"]:
+            checks.append(ok)
+        else:
+            text += " (not in the paper: information only)"
         evidence.append(text)
     out.append({
         "finding": "FNAF-robust training: the standard U-Net's attack rate is well above the "
                    f"robust U-Net's (>= {ROBUST_MIN_GAP:g} points and >= {ROBUST_MIN_RATIO:g}x) "
-                   f"at a small SSIM cost (<= {ROBUST_MAX_SSIM_COST:g})",
+                   f"at a small SSIM cost (<= {ROBUST_MAX_SSIM_COST:g}), at the accelerations the "
+                   "paper reports (4x)",
         "holds": all(checks) if checks else None,
         "evidence": "; ".join(evidence) or "not measured",
         "paper": "4x: 84.44% vs 12.71% (RS), SSIM 0.7213 vs 0.7197",
     })
 
-    # 2. random search finds at least as many FNAFs as finite differences
+    # 2. random search finds at least as many FNAFs as finite differences; with few
+    # slices one slice moves the rate by 100/n points, so that is the least tolerance
     checks, evidence = [], []
     for model in t2:
         for acc in sorted(t2[model]):
@@ -81,11 +88,13 @@ def findings(results: dict) -> list[dict]:
             fd = _get(t2, model, acc, "fd", "attack_rate")
             if rs is None or fd is None:
                 continue
-            checks.append(rs >= fd - RS_FD_TOLERANCE)
+            n = min(_get(t2, model, acc, m, "accepted") or 0 for m in ("rs", "fd"))
+            tol = max(RS_FD_TOLERANCE, 100.0 / n if n else 100.0)
+            checks.append(rs >= fd - tol)
             evidence.append(f"{MODEL_NAMES.get(model, model)} {acc}x RS {rs:.1f}% / FD {fd:.1f}%")
     out.append({
         "finding": f"Random search is at least as strong as finite differences (RS >= FD - "
-                   f"{RS_FD_TOLERANCE:g} points, every model and acceleration)",
+                   f"max({RS_FD_TOLERANCE:g} points, one slice), every model and acceleration)",
         "holds": all(checks) if checks else None,
         "evidence": "; ".join(evidence) or "not measured",
         "paper": "RS > FD for every model (e.g. U-Net 4x 84.44% vs 72.17%)",
