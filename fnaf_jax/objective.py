@@ -188,16 +188,22 @@ def _score_fn(fn, batch, candidates, cfg):
     return score(fn, batch, candidates, cfg)
 
 
-def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK):
+def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None):
     """``scorer(batch, candidates) -> (loss[B,K], ip[B,K])``, jitted, for a model or recon_fn.
 
     An NNX model is split so that its weights are jit arguments, not constants baked into
     the program: one compilation per architecture and shape, shared by every checkpoint.
+    With a ``mesh`` (several devices) the weights are replicated on it, for batches
+    sharded over its data axis.
     """
     from flax import nnx
 
     if isinstance(model_or_fn, nnx.Module):
         graphdef, state = nnx.split(model_or_fn)
+        if mesh is not None:
+            from fnaf_jax import parallel
+
+            state = parallel.replicate(state, mesh)
         return lambda batch, cand: _score_model(graphdef, state, _device_batch(batch), cand, cfg)
     if not callable(model_or_fn):
         raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn)}")

@@ -192,15 +192,24 @@ def _transfer_attack(sources: dict, cfg: AttackConfig):
     return attack
 
 
-def _shard(batch: dict):
-    """Spread the device arrays of a batch over all devices (axis 0) when there are several."""
+def _mesh():
+    """A data mesh over all devices when there are several, else None (plain jit)."""
     if jax.device_count() == 1:
-        return batch
+        return None
     from fnaf_jax import parallel
 
-    mesh = parallel.make_mesh()
+    return parallel.make_mesh()
+
+
+def _shard(batch: dict, keys, mesh):
+    """Spread a batch's arrays and keys over the mesh's devices (axis 0)."""
+    if mesh is None:
+        return batch, keys
+    from fnaf_jax import parallel
+
     arrays = {k: batch[k] for k in ("target_raw", "mask", "metadata")}
-    return {**batch, **parallel.shard_batch(arrays, mesh)}
+    keys = jax.device_put(keys, parallel.batch_sharding(mesh))
+    return {**batch, **parallel.shard_batch(arrays, mesh)}, keys
 
 
 def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: MaskSpec = DEFAULT_MASK,
@@ -242,7 +251,12 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
             continue
         todo.append(index)
 
-    scorer = make_scorer(model_or_fn, cfg.objective)
+    mesh = _mesh()
+    if mesh is not None:
+        from fnaf_jax import parallel
+
+        parallel.check_batch_size(batch_size, mesh)
+    scorer = make_scorer(model_or_fn, cfg.objective, mesh=mesh)
     bar = _progress(len(todo), progress)
     written = 0
     with _open_for_append(out_path) as fh:
@@ -253,7 +267,8 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
             items += [items[-1]] * (batch_size - real)  # fixed batch shape: one compilation
             batch = make_batch(items, spec, cfg.features.image_shape)
             keys = jnp.stack([slice_key(seed, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
-            result = attack(scorer, _shard(batch), keys, cfg)
+            device_batch, keys = _shard(batch, keys, mesh)
+            result = attack(scorer, device_batch, keys, cfg)
             result = jax.device_get(result)
             for i in range(real):
                 record = attack_record(result, i, batch, method=method, spec=spec, cfg=cfg, extra=extra)
