@@ -18,9 +18,8 @@ PAPER = F.FeatureConfig()  # P = 10, 320x320, box rows/cols 100..219
 SMALL = F.FeatureConfig(num_pixels=6, image_shape=(40, 36), box_size=20)
 B, K = 2, 5
 
-settings.register_profile("fnaf", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("fnaf")
+# Local settings (not a global profile, which would change other modules' tests).
+FEW = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @functools.cache
@@ -46,6 +45,7 @@ def _connected(pix) -> bool:
     return seen == cells
 
 
+@FEW
 @given(seed=st.integers(0, 2**31 - 1))
 def test_aggregate_shapes_connected_exact_inside_box(seed):
     c = _draw(seed, PAPER, lo=0.2, hi=0.7)
@@ -60,6 +60,7 @@ def test_aggregate_shapes_connected_exact_inside_box(seed):
     assert (c.offsets[..., 0, :] == 0).all()  # the anchor is a feature pixel
 
 
+@FEW
 @given(seed=st.integers(0, 2**31 - 1))
 def test_region_equals_brute_force_distance_map(seed):
     c = _draw(seed, SMALL)
@@ -73,6 +74,7 @@ def test_region_equals_brute_force_distance_map(seed):
             assert reg[b, k][pix[b, k, :, 0], pix[b, k, :, 1]].all()  # contains the feature
 
 
+@FEW
 @given(seed=st.integers(0, 2**31 - 1))
 def test_rasterize_puts_each_value_at_its_pixel(seed):
     c = _draw(seed, SMALL, lo=1.0, hi=2.0)
