@@ -2,7 +2,9 @@
 
 For each number of i-RIM steps and each gradient mode, one training step (SSIM loss of
 ``IrimTask``, gradients, Adam update) is compiled; XLA's memory analysis gives the
-temporary (activation) bytes of the compiled step, and the step is timed. One run,
+temporary bytes of the compiled step (activations plus parameter-gradient and optimizer
+temporaries), and the step is timed; a second column gives the temporary bytes of the
+gradient with respect to the initial state through the core alone (activations only). One run,
 table printed. Never run as a test.
 
     python benchmarks/irim_memory.py                 # 64x64 crops, batch 2, width 16
@@ -72,6 +74,29 @@ def compiled_step(
     return compiled, params, opt_state
 
 
+def input_grad_temp_bytes(n_steps, memory_free, width, multiplicity, batch) -> int:
+    """Temporary bytes of d(loss)/d(initial state) through the core alone: activation
+    memory without the parameter-gradient buffers."""
+    model = IRIM(
+        n_steps=n_steps,
+        n_hidden=[width] * 4,
+        n_network_hidden=[width, 2 * width, 2 * width, width],
+        dilations=[1, 2, 2, 1],
+        multiplicity=multiplicity,
+        memory_free=memory_free,
+        rngs=nnx.Rngs(0),
+    )
+    graphdef, state = nnx.split(model)
+    ys, mask = batch["y"], batch["mask"]
+    x0 = model.initial_state(ys, batch["metadata"])
+
+    def loss(x0, state):
+        return jnp.sum(nnx.merge(graphdef, state).run_core(x0, ys, mask) ** 2)
+
+    compiled = jax.jit(jax.grad(loss)).lower(x0, state).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
 def measure(n_steps, memory_free, width, multiplicity, batch, repeats):
     t0 = time.perf_counter()
     compiled, params, opt_state = compiled_step(
@@ -113,17 +138,24 @@ def main(argv=None) -> None:
         f"{args.size}x{args.size}, width {args.width}, 4 layers/step, "
         f"multiplicity {args.multiplicity}; temp = XLA temporary bytes of the compiled step"
     )
-    print("| steps | gradients   | temp MiB | step ms | compile s |")
-    print("|------:|-------------|---------:|--------:|----------:|")
+    print(
+        "| steps | gradients   | step temp MiB | core input-grad temp MiB | step ms | compile s |"
+    )
+    print(
+        "|------:|-------------|--------------:|-------------------------:|--------:|----------:|"
+    )
     for n_steps in args.steps:
         for memory_free in (True, False):
             temp, step_s, compile_s, _ = measure(
                 n_steps, memory_free, args.width, args.multiplicity, batch, args.repeats
             )
+            core = input_grad_temp_bytes(
+                n_steps, memory_free, args.width, args.multiplicity, batch
+            )
             mode = "memory-free" if memory_free else "autodiff"
             print(
-                f"| {n_steps:5d} | {mode:11s} | {temp / 2**20:8.2f} | {1e3 * step_s:7.1f} "
-                f"| {compile_s:9.1f} |",
+                f"| {n_steps:5d} | {mode:11s} | {temp / 2**20:13.2f} | {core / 2**20:24.2f} "
+                f"| {1e3 * step_s:7.1f} | {compile_s:9.1f} |",
                 flush=True,
             )
 
