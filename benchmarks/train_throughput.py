@@ -70,7 +70,7 @@ def jax_rates(args, image, target) -> dict:
 
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
-    forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s["params"], s["rest"])(x[..., None]))
+    forward = jax.jit(lambda s, x: nnx.merge(eval_graphdef, s["params"], s["rest"], copy=True)(x[..., None]))
 
     def infer_once():
         forward(holder["state"], batch["image"]).block_until_ready()

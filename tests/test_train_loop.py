@@ -19,12 +19,18 @@ from fnaf_jax.train.loop import train
 from fnaf_jax.train.unet_task import UnetTask
 
 # One tiny configuration for every test here: its compilations are shared.
-TINY = {"chans": 4, "num_pools": 2, "crop": 32, "epochs": 2, "limit_train": 3,
-        "limit_val": 2, "checkpoint_every": 2, "seed": 3, "lr": 3e-3}
+# Dropout on: its RNG state is part of what a resumed run must restore.
+TINY = {"chans": 4, "num_pools": 2, "drop_prob": 0.1, "crop": 32, "epochs": 2,
+        "limit_train": 3, "limit_val": 2, "checkpoint_every": 2, "seed": 3, "lr": 3e-3}
 
 
 def _leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state)]
+    def value(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return np.asarray(jax.random.key_data(x))
+        return np.asarray(x)
+
+    return [value(x) for x in jax.tree.leaves(state)]
 
 
 def _assert_identical(a, b):
@@ -43,7 +49,7 @@ def initial_checkpoint(tmp_path_factory):
     from fnaf_jax.models.registry import build_abstract_model
     from fnaf_jax.models.store import save_model
 
-    config = TrainConfig(**{k: TINY[k] for k in ("chans", "num_pools")}).model_config()
+    config = TrainConfig(**{k: TINY[k] for k in ("chans", "num_pools", "drop_prob")}).model_config()
     model = build_abstract_model(config)
     rng = np.random.default_rng(0)
     nnx.update(model, jax.tree.map(
@@ -127,6 +133,7 @@ def test_interrupt_and_resume_is_bit_identical(reference_run, tmp_path, monkeypa
     final = train(cfg, tmp_path, progress=False)
     assert (final["status"], final["step"], final["validated_epoch"]) == ("done", 6, 1)
     _assert_identical(final["state"], reference["state"])
+    assert any(x.dtype == np.uint32 for x in _leaves(final["state"]["rest"]))  # dropout RNG
     assert final["best_val_loss"] == reference["best_val_loss"]
     epochs = [json.loads(line)["epoch"] for line in
               (tmp_path / "metrics.jsonl").read_text().splitlines() if '"val"' in line]

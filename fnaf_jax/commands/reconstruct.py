@@ -61,7 +61,7 @@ def make_reconstruct_fn(model, mesh):
     rep, shard = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 
     def fn(params, rest, u, mask, metadata):
-        return nnx.merge(graphdef, params, rest).reconstruct(u, mask, metadata)
+        return nnx.merge(graphdef, params, rest, copy=True).reconstruct(u, mask, metadata)
 
     jitted = jax.jit(fn, in_shardings=(rep, rep, shard, shard, shard), out_shardings=rep)
     return jitted, parallel.replicate(params, mesh), parallel.replicate(rest, mesh)

@@ -4,7 +4,8 @@ Each checkpoint (one per saved step) holds the training state ``{"params", "rest
 "opt_state"}`` and a small JSON record of the loop (step, last validated epoch, best
 validation loss). Typed PRNG keys (NNX RNG streams) are stored as their raw key data and
 re-wrapped on restore. Restoring needs a template state of the same structure (a freshly
-initialised one), so the arrays come back with the template's shardings and dtypes.
+initialised one, or its abstract shapes), so the arrays come back with the template's
+dtypes and the requested placement.
 
 These are training checkpoints; the model checkpoints users pass around
 (``WORKDIR/best``, ``WORKDIR/last``) are written by ``fnaf_jax.models.store.save_model``.
@@ -31,20 +32,20 @@ def _to_storable(tree):
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
-def _from_storable(restored, template):
+def _from_storable(restored, template, sharding=None):
     def back(r, t):
         if _is_key(t):
             return jax.device_put(jax.random.wrap_key_data(r, impl=jax.random.key_impl(t)),
-                                  t.sharding)
+                                  sharding if sharding is not None else t.sharding)
         return r
 
     return jax.tree.map(back, restored, template)
 
 
-def _abstract(tree):
+def _abstract(tree, sharding=None):
     def spec(x):
-        sharding = getattr(x, "sharding", None)
-        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+        where = sharding if sharding is not None else getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=where)
 
     return jax.tree.map(spec, _to_storable(tree))
 
@@ -72,20 +73,26 @@ class TrainCheckpoints:
             loop=ocp.args.JsonSave(loop)))
         self.manager.wait_until_finished()
 
-    def restore(self, template: dict, step: int | None = None) -> tuple[int, dict, dict]:
-        """``(step, state, loop)`` of checkpoint ``step`` (default: the latest)."""
+    def restore(self, template: dict, step: int | None = None,
+                sharding=None) -> tuple[int, dict, dict]:
+        """``(step, state, loop)`` of checkpoint ``step`` (default: the latest).
+
+        ``template`` may be abstract (``jax.ShapeDtypeStruct`` leaves, no weights computed);
+        ``sharding`` places every restored array (default: the template's placement).
+        """
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{self.directory}: no training checkpoint to resume from")
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(template)),
+                state=ocp.args.StandardRestore(_abstract(template, sharding)),
                 loop=ocp.args.JsonRestore()))
         except Exception as exc:  # orbax raises many types for corrupt or mismatched trees
             raise CheckpointError(
                 f"{self.directory / str(step)}: cannot restore the training state ({exc}); "
                 "was it written by a run with another model config?") from exc
-        return step, _from_storable(restored["state"], template), dict(restored["loop"])
+        state = _from_storable(restored["state"], template, sharding)
+        return step, state, dict(restored["loop"])
 
     def close(self) -> None:
         self.manager.close()

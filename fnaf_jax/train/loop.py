@@ -156,18 +156,25 @@ def item_batches(dataset, batch_size: int, **loader_kwargs):
         yield [int(i) for i in batch["index"]]
 
 
-def build_model_and_config(cfg: TrainConfig):
-    """A fresh model from ``cfg`` (seeded), or the one in ``cfg.init_from``."""
+def build_model_and_config(cfg: TrainConfig, abstract: bool = False):
+    """A fresh model from ``cfg`` (seeded), or the one in ``cfg.init_from``; with
+    ``abstract`` its parameters are shapes only (resuming: a checkpoint supplies them)."""
     from fnaf_jax.models import build_model
-    from fnaf_jax.models.store import load_model
+    from fnaf_jax.models.registry import build_abstract_model
+    from fnaf_jax.models.store import load_model, read_model_config
 
     if cfg.init_from:
-        model, record = load_model(cfg.init_from)
-        if record["config"].get("arch") != cfg.model:
-            raise ConfigError(f"--init-from {cfg.init_from}: holds a {record['config'].get('arch')!r} "
-                              f"model, but --model is {cfg.model!r}")
-        return model, record["config"]
+        record = read_model_config(cfg.init_from)
+        arch = record["config"].get("arch")
+        if arch != cfg.model:
+            raise ConfigError(f"--init-from {cfg.init_from}: holds a {arch!r} model, but "
+                              f"--model is {cfg.model!r}")
+        if abstract:
+            return build_abstract_model(record["config"]), record["config"]
+        return load_model(cfg.init_from)[0], record["config"]
     model_config = cfg.model_config()
+    if abstract:
+        return build_abstract_model(model_config), model_config
     return build_model(model_config, nnx.Rngs(cfg.seed)), model_config
 
 
@@ -299,23 +306,25 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
         clear_run(workdir)
     write_or_check(cfg, workdir, force=force)  # after the checks: a typo leaves no record
 
-    model, model_config = build_model_and_config(cfg)
+    ckpts = TrainCheckpoints(workdir, cfg.keep_checkpoints)
+    resuming = ckpts.latest_step() is not None
+    model, model_config = build_model_and_config(cfg, abstract=resuming)
     tx = optimizer_for(task, cfg, steps_per_epoch)
     model.eval()
     eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
     model.train()
-    graphdef, state = init_state(model, tx)
-    state = parallel.replicate(state, mesh)
+    graphdef, state = init_state(model, tx, abstract=resuming)
+    loop = {"step": 0, "validated_epoch": -1, "best_val_loss": None}
+    if resuming:
+        step, state, loop = ckpts.restore(state, sharding=parallel.replicated(mesh))
+        loop["step"] = step
+    else:
+        state = parallel.replicate(state, mesh)
     train_step, eval_fn = _compiled_fns(
         cfg, steps_per_epoch, mesh, graphdef, eval_graphdef,
         lambda: (make_train_step(task, graphdef, tx, mesh),
                  make_eval_fn(clean_task_of(task), eval_graphdef, mesh)))
 
-    ckpts = TrainCheckpoints(workdir, cfg.keep_checkpoints)
-    loop = {"step": 0, "validated_epoch": -1, "best_val_loss": None}
-    if ckpts.latest_step() is not None:
-        step, state, loop = ckpts.restore(state)
-        loop["step"] = step
     log = MetricsLog(workdir)
 
     def save_models(kind: str, meta: dict) -> None:

@@ -38,10 +38,13 @@ def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def init_state(model, tx) -> tuple[nnx.GraphDef, dict]:
-    """Split ``model`` (in training mode) into its graphdef and a fresh training state."""
+def init_state(model, tx, abstract: bool = False) -> tuple[nnx.GraphDef, dict]:
+    """Split ``model`` (in training mode) into its graphdef and a fresh training state;
+    ``abstract``: the model's parameters are shapes only, and so is the optimizer state
+    (a template to restore a checkpoint into)."""
     graphdef, params, rest = split_model(model)
-    return graphdef, {"params": params, "rest": rest, "opt_state": tx.init(params)}
+    opt_state = jax.eval_shape(tx.init, params) if abstract else tx.init(params)
+    return graphdef, {"params": params, "rest": rest, "opt_state": opt_state}
 
 
 def train_step_fn(task, graphdef, tx):
@@ -49,7 +52,9 @@ def train_step_fn(task, graphdef, tx):
 
     def step(state, batch, key):
         def loss_fn(params):
-            model = nnx.merge(graphdef, params, state["rest"])
+            # copy: fresh Variables owned by this trace, so dropout may advance its
+            # RNG counter under grad (sharing them raises TraceContextError)
+            model = nnx.merge(graphdef, params, state["rest"], copy=True)
             loss, aux = task.loss(model, batch, key)
             _, _, rest = split_model(model)
             return loss, (aux, rest)
@@ -76,7 +81,7 @@ def make_eval_fn(task, graphdef, mesh):
     rep, shard = replicated(mesh), batch_sharding(mesh)
 
     def evaluate(state, batch, key):
-        model = nnx.merge(graphdef, state["params"], state["rest"])
+        model = nnx.merge(graphdef, state["params"], state["rest"], copy=True)
         return task.predict(model, batch), task.loss(model, batch, key)[0]
 
     return jax.jit(evaluate, in_shardings=(rep, shard, rep), out_shardings=rep)
