@@ -184,3 +184,26 @@ def test_findings_verdicts_follow_the_numbers():
     t2["unet"][4]["fd"] = _row(90.0, accepted=8)  # with 8 slices one slice is 12.5 points
     assert findings(results)[1]["holds"] is True
     assert all(f["holds"] is None for f in findings({}))
+
+
+def test_paper_preset_needs_data_and_the_released_irim(tmp_path):
+    from fnaf_jax.errors import DataError
+    from fnaf_jax.study.build import build_pipeline
+
+    paper = load_preset("paper")
+    with pytest.raises(ConfigError, match="give --data"):
+        build_pipeline(paper, tmp_path / "out")
+    with pytest.raises(DataError, match="singlecoil_train"):
+        build_pipeline(paper, tmp_path / "out", data=tmp_path)
+    for split in ("singlecoil_train", "singlecoil_val"):
+        (tmp_path / split).mkdir()
+    with pytest.raises(ConfigError, match="--irim-checkpoint"):
+        build_pipeline(paper, tmp_path / "out", data=tmp_path)
+    pt = tmp_path / "irim.pt"
+    pt.write_bytes(b"")
+    pipeline = build_pipeline(paper, tmp_path / "out", data=tmp_path, irim_checkpoint=pt)
+    names = [s.name for s in pipeline.stages]
+    assert "data" not in names and names[:3] == ["train_unet", "train_robust", "train_irim"]
+    robust = pipeline.stages[1].config
+    assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 11, True)
+    assert robust["init_from"].endswith("models/unet/best")

@@ -7,6 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
+from fnaf_jax.errors import ConfigError
 from fnaf_jax.study import stages as st
 from fnaf_jax.study.pipeline import Pipeline, Stage
 
@@ -16,8 +17,6 @@ def make_layout(out: Path, preset: dict, data: Path | None) -> st.Layout:
         d = preset["data"]
         for key in ("train_volumes", "val_volumes", "slices", "width"):
             if key not in d:
-                from fnaf_jax.errors import ConfigError
-
                 raise ConfigError(f"preset {preset['name']!r} has no synthetic data settings "
                                   f"(data.{key}); give --data DIR")
         return st.Layout(out, out / "data", "singlecoil_train", "singlecoil_val")
@@ -68,7 +67,11 @@ def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotatio
     stages.append(st.train_stage(layout, preset, "unet"))
     stages.append(st.train_stage(layout, preset, "robust"))
     if preset["irim"].get("source", "train") == "convert":
-        stages.append(st.convert_irim_stage(layout, irim_checkpoint))
+        # checked up front: a missing file should not surface after hours of U-Net training
+        if irim_checkpoint is None or not Path(irim_checkpoint).is_file():
+            raise ConfigError(f"preset {preset['name']!r} converts the released i-RIM: give "
+                              f"--irim-checkpoint PT (got {irim_checkpoint})")
+        stages.append(st.convert_irim_stage(layout, Path(irim_checkpoint).absolute()))
     else:
         stages.append(st.train_stage(layout, preset, "irim"))
     stages += [st.reconstruct_stage(layout, preset, m) for m in st.MODELS]
