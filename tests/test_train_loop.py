@@ -174,3 +174,15 @@ def test_robust_training_from_a_checkpoint_selects_on_clean_loss(reference_run, 
     nnx.update(start, summary["state"]["params"])
     clean = float(jax.jit(lambda m, b: task.loss(m, b, None)[0])(start, batch))
     assert summary["best_val_loss"] == pytest.approx(clean, rel=1e-5)
+
+
+def test_force_starts_over(reference_run, tmp_path):
+    import shutil
+
+    cfg, ref_workdir, _ = reference_run
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_workdir, workdir)
+    summary = train(cfg, workdir, force=True, stop_after_steps=1, progress=False)
+    assert (summary["status"], summary["step"]) == ("interrupted", 1)  # not resumed at 6
+    assert not (workdir / "best").exists() and not (workdir / "metrics.jsonl").exists()
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
