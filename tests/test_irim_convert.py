@@ -148,6 +148,15 @@ def test_released_config_shapes_without_allocating(golden):
     entries = check_entries(abstract, strip_prefix(shapes), "irim_released_keys.txt")
     n_params = sum(int(np.prod(s)) for path, s in entries.values() if path is not None)
     assert n_params == 275_247_552
+    # a full-size slice (640 x 368, dilation 8 layers) runs through it, traced abstractly
+    graphdef, state = nnx.split(abstract)
+    out = jax.eval_shape(
+        lambda st, y, m: nnx.merge(graphdef, st)(y, m, None),
+        state,
+        jax.ShapeDtypeStruct((1, 640, 368), jnp.complex64),
+        jax.ShapeDtypeStruct((1, 368), jnp.float32),
+    )
+    assert out.shape == (1, 320, 320) and out.dtype == jnp.float32
     # and the released args map to that config
     args = argparse.Namespace(
         n_steps=8, n_hidden=[64] * 12, n_network_hidden=kwargs["n_network_hidden"],
