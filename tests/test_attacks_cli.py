@@ -55,6 +55,10 @@ def test_resume_gives_the_same_records_as_one_full_run(checkpoint, synthetic_dir
         assert g["feature"] == r["feature"] and g["location"] == r["location"]
         assert (g["hit"], g["accepted"], g["mask_seed"]) == (r["hit"], r["accepted"], key[0])
         np.testing.assert_allclose([g["worst_loss"], g["ip"]], [r["worst_loss"], r["ip"]], rtol=1e-5)
+    # Appending another run (here FD) to these RS results is refused, with the reason.
+    argv = ["attack", "--checkpoint", str(checkpoint), "--data", str(synthetic_dir), "--out", str(resumed),
+            "--method", "fd", "--no-progress"]
+    assert main(argv) == 2
     first = want[("file1000001.h5", 0)]
     assert first["method"] == "rs" and first["acceleration"] == 4 and first["model"] == "tiny-unet"
     assert first["num_scored"] == 3 and len(first["feature"]["pixels"]) == 10

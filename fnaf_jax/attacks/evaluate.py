@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import zlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import jax
@@ -226,7 +225,8 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     out_path = Path(out_path)
-    done = {(r["file"], r["slice"]) for r in read_records(out_path)} if out_path.is_file() else set()
+    existing = read_records(out_path) if out_path.is_file() else []
+    done = {(r["file"], r["slice"]) for r in existing}
     n = len(dataset) if limit is None else min(limit, len(dataset))
     extra = {"model": model_name, "checkpoint": checkpoint, "seed": seed}
     attack = METHODS[method]
@@ -243,6 +243,13 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
                         first.get("center_fraction", spec.center_fraction),
                         first.get("mask_type", spec.mask_type))
         attack = _transfer_attack(sources, cfg)
+
+    run_id = {"method": method, "acceleration": spec.acceleration, "model": model_name}
+    for r in existing[:1]:
+        theirs = {k: r.get(k) for k in run_id}
+        if theirs != run_id:
+            raise ConfigError(f"{out_path} holds results of another run ({theirs}, this run: {run_id}); "
+                              "resume only the same run, or choose another --out")
 
     todo = []
     for index in range(n):
@@ -293,11 +300,3 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="slice", disable=not enabled, desc="attack")
-
-
-def group_records(records: Iterable[dict], *keys: str) -> dict:
-    """Records grouped by the values of ``keys`` (e.g. "model", "acceleration", "method")."""
-    groups: dict = {}
-    for r in records:
-        groups.setdefault(tuple(r.get(k) for k in keys), []).append(r)
-    return groups
