@@ -71,6 +71,7 @@ def reconstruct_folder(checkpoint, data, out, *, acceleration=4, center_fraction
                        mask_type="random", batch_size=8, progress=True) -> int:
     """Reconstruct every volume in ``data`` into ``out``; returns the number of volumes."""
     import h5py
+    import jax
     import numpy as np
 
     from fnaf_jax import parallel
@@ -119,8 +120,9 @@ def reconstruct_folder(checkpoint, data, out, *, acceleration=4, center_fraction
             if bar is not None:
                 bar.update(n)
         start += volume.num_slices
-        _write(out / volume.fname, np.concatenate(slices), volume, acceleration,
-               center_fraction, checkpoint, h5py)
+        if jax.process_index() == 0:  # multi-host: every process holds the whole output
+            _write(out / volume.fname, np.concatenate(slices), volume, acceleration,
+                   center_fraction, checkpoint, h5py)
     if bar is not None:
         bar.close()
     return len(dataset.volumes)
