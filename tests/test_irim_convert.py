@@ -194,3 +194,13 @@ def test_unreadable_checkpoint_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
         load_irim_checkpoint(bad)
+
+
+def test_args_follow_the_original_build_model():
+    base = {"n_steps": 2, "n_network_hidden": [4, 4], "dilations": [1, 2]}
+    # InvertibleUnet zips the lists: the shortest sets the number of layers
+    cfg = config_from_args(argparse.Namespace(**base, n_hidden=[16, 16, 16]))
+    assert cfg["n_hidden"] == [16, 16] and cfg["multiplicity"] == 1
+    # an int n_hidden is repeated `depth` times
+    cfg = config_from_args(argparse.Namespace(**base, n_hidden=16, depth=2))
+    assert cfg["n_hidden"] == [16, 16] and "depth" not in cfg

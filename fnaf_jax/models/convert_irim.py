@@ -78,13 +78,25 @@ def config_from_args(args) -> dict:
     config.setdefault("multiplicity", 1)  # the original parser's defaults
     config.setdefault("shared_weights", False)
     config.setdefault("parametric_output", False)
+    if fields.get("arch") == "irim":  # already an fnaf-jax config: keep it as it is
+        return config
+    # The original's build_model: n_hidden is a list (nargs='+'), or an int repeated
+    # `depth` times; InvertibleUnet zips the three lists, so the shortest sets the depth.
+    if not isinstance(config["n_hidden"], list):
+        if not config.get("depth"):
+            raise ConfigError(
+                "i-RIM converter: args.n_hidden is an int but args.depth is not set"
+            )
+        config["n_hidden"] = [config["n_hidden"]] * int(config["depth"])
+    for key in ("n_network_hidden", "dilations"):
+        if not isinstance(config[key], list):
+            raise ConfigError(
+                f"i-RIM converter: args.{key} must be a list, got {config[key]!r}"
+            )
+    depth = min(len(config[k]) for k in ("n_hidden", "n_network_hidden", "dilations"))
     for key in ("n_hidden", "n_network_hidden", "dilations"):
-        if (
-            isinstance(config[key], list)
-            and len(config[key]) == 1
-            and config.get("depth")
-        ):
-            config[key] = config[key] * config["depth"]
+        config[key] = [int(v) for v in config[key][:depth]]
+    config.pop("depth", None)
     return config
 
 
