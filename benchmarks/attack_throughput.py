@@ -61,7 +61,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     print(f"device {jax.devices()[0].device_kind}, U-Net chans {args.chans} pools {args.pools}, 320x320")
     print(f"{'B':>3} {'K':>3} {'RS cand/s':>10} {'bare img/s':>10} {'loop cand/s':>11} "
-          f"{'RS/bare':>8} {'RS/loop':>8}")
+          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11}")
     one = features.DEFAULT_FEATURES
     for b in args.batch_sizes:
         batch = _batch(b, rng)
@@ -86,9 +86,12 @@ def main(argv=None):
                 return [scorer(single, c)[0] for c in cands]
 
             t_loop = _timed(loop, 1)
+            # The bare model on one image per call: separates batching effects of the
+            # backend (XLA on CPU gains little from batching) from attack overhead.
+            t_one = _timed(lambda u=u, m=batch["mask"]: bare(state, u[:1], jnp.asarray(m[:1])), args.repeats)
             n = b * k
             print(f"{b:>3} {k:>3} {n / t_rs:>10.2f} {n / t_bare:>10.2f} {n / t_loop:>11.2f} "
-                  f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f}")
+                  f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f} {1 / t_one:>11.2f}")
 
 
 if __name__ == "__main__":
