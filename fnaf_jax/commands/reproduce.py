@@ -30,12 +30,28 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
+    import signal
+
     from fnaf_jax.study.build import reproduce
     from fnaf_jax.study.presets import load_preset
 
     preset = load_preset(args.preset)
-    result = reproduce(preset, args.out, data=args.data, irim_checkpoint=args.irim_checkpoint,
-                       annotations=args.annotations)
+    # SIGTERM (a scheduler's kill) ends the run like Ctrl-C: logged, resumable. Verbs that
+    # checkpoint (fnaf train) install their own handler while they run.
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        result = reproduce(preset, args.out, data=args.data, irim_checkpoint=args.irim_checkpoint,
+                           annotations=args.annotations)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(f"report: {result['report']} (and report.html)")
     return 0

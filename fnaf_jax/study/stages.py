@@ -41,6 +41,8 @@ def run_verb(argv: list[str]) -> None:
     except SystemExit as exc:  # argparse already printed why
         raise StageError(f"'fnaf {' '.join(argv)}': flags refused (exit {exc.code})") from None
     status = args.func(args)
+    if status == 130:  # the verb saw SIGINT/SIGTERM and saved its state: an interruption
+        raise KeyboardInterrupt
     if status:
         raise StageError(f"'fnaf {' '.join(argv)}' exited with status {status}")
 
