@@ -4,7 +4,9 @@ Both sides run the same work: a U-Net with ``--chans`` (default 32) and ``--pool
 (default 4) on ``--batch-size`` z-scored ``--size`` x ``--size`` images (default 320), an
 L1 loss and one RMSprop step per training step; inference is a forward pass in eval
 mode. Each measurement times ``--steps`` calls after ``--warmup`` untimed ones
-(compilation), ``--repeats`` times; the median is reported, then the ratio JAX / PyTorch.
+(compilation), ``--repeats`` times, the two sides interleaved so they share the same
+background load; medians are reported, and the median of the per-repeat ratios
+JAX / PyTorch.
 
     python benchmarks/train_throughput.py --repeats 5 --steps 3
 
@@ -23,17 +25,33 @@ import time
 import numpy as np
 
 
-def _median_rate(run, slices: int, steps: int, repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            run()
-        rates.append(slices * steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
+def _rate(run, slices: int, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run()
+    return slices * steps / (time.perf_counter() - t0)
 
 
-def jax_rates(args, image, target) -> dict:
+def measure(sides: dict, args) -> dict:
+    """Median slices/s per side and task, and the median of the per-repeat ratios.
+
+    Repeats interleave the sides (jax train, torch train, jax infer, torch infer, ...) so
+    that both see the same background load on a shared machine.
+    """
+    rates = {(side, task): [] for side in sides for task in ("train", "infer")}
+    for _ in range(args.repeats):
+        for task in ("train", "infer"):
+            for side, fns in sides.items():
+                rates[side, task].append(_rate(fns[task], args.batch_size, args.steps))
+    out = {key: statistics.median(values) for key, values in rates.items()}
+    if len(sides) == 2:
+        for task in ("train", "infer"):
+            out["ratio", task] = statistics.median(
+                j / t for j, t in zip(rates["jax", task], rates["torch", task]))
+    return out
+
+
+def jax_side(args, image, target) -> dict:
     import jax
     from flax import nnx
 
@@ -78,13 +96,10 @@ def jax_rates(args, image, target) -> dict:
     for _ in range(args.warmup):
         train_once()
         infer_once()
-    b = args.batch_size
-    return {"train": _median_rate(train_once, b, args.steps, args.repeats),
-            "infer": _median_rate(infer_once, b, args.steps, args.repeats),
-            "device": str(jax.devices()[0])}
+    return {"train": train_once, "infer": infer_once, "device": str(jax.devices()[0])}
 
 
-def torch_rates(args, image, target) -> dict:
+def torch_side(args, image, target) -> dict:
     import torch
     from fastmri.models import Unet
 
@@ -95,25 +110,22 @@ def torch_rates(args, image, target) -> dict:
     y = torch.from_numpy(target)[:, None]
 
     def train_once():
+        model.train()
         opt.zero_grad()
         loss = torch.nn.functional.l1_loss(model(x), y)
         loss.backward()
         opt.step()
 
     def infer_once():
+        model.eval()
         with torch.no_grad():
             model(x)
 
-    model.train()
     for _ in range(args.warmup):
         train_once()
-    rates = {"train": _median_rate(train_once, args.batch_size, args.steps, args.repeats)}
-    model.eval()
-    for _ in range(args.warmup):
         infer_once()
-    rates["infer"] = _median_rate(infer_once, args.batch_size, args.steps, args.repeats)
-    rates["device"] = f"cpu ({torch.get_num_threads()} threads)"
-    return rates
+    return {"train": train_once, "infer": infer_once,
+            "device": f"cpu ({torch.get_num_threads()} threads)"}
 
 
 def main(argv=None) -> None:
@@ -133,19 +145,19 @@ def main(argv=None) -> None:
     image = rng.normal(size=shape).astype(np.float32)
     target = rng.normal(size=shape).astype(np.float32)
 
-    results = {"jax": jax_rates(args, image, target)}
+    sides = {"jax": jax_side(args, image, target)}
     if not args.no_torch:
-        results["torch"] = torch_rates(args, image, target)
+        sides["torch"] = torch_side(args, image, target)
+    r = measure(sides, args)
     print(f"U-Net chans {args.chans}, {args.pools} pools, batch {args.batch_size}, "
           f"{args.size}x{args.size}; median of {args.repeats} x {args.steps} calls")
     print("| side | device | train slices/s | inference slices/s |")
     print("|---|---|---|---|")
-    for side, r in results.items():
-        print(f"| {side} | {r['device']} | {r['train']:.3f} | {r['infer']:.3f} |")
-    if "torch" in results:
-        j, t = results["jax"], results["torch"]
-        print(f"ratio jax/torch: train {j['train'] / t['train']:.2f}x, "
-              f"inference {j['infer'] / t['infer']:.2f}x")
+    for side, fns in sides.items():
+        print(f"| {side} | {fns['device']} | {r[side, 'train']:.3f} | {r[side, 'infer']:.3f} |")
+    if len(sides) == 2:
+        print(f"ratio jax/torch (median of per-repeat ratios): train {r['ratio', 'train']:.2f}x, "
+              f"inference {r['ratio', 'infer']:.2f}x")
 
 
 if __name__ == "__main__":
