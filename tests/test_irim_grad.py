@@ -122,3 +122,32 @@ def test_memory_free_image_loss_gradients_match_in_float32():
     )
     # float32 rounding of the reconstructed states: measured ~1e-6 of the largest gradient
     assert worst <= 1e-4 * scale, (worst, scale)
+
+
+def test_fused_coupling_backward_equals_inverse_plus_vjp_in_float64():
+    """``additive_coupling_backward`` (one F evaluation) = inversion + ``jax.vjp``."""
+    from fnaf_jax.models.irim_layers import (
+        ResidualBlock,
+        additive_coupling,
+        additive_coupling_backward,
+    )
+
+    with jax.enable_x64(True):
+        block = ResidualBlock(4, 4, 6, dilation=2, rngs=nnx.Rngs(2))
+        p = jax.tree.map(lambda a: a.astype(jnp.float64), block.params())
+        rng = np.random.default_rng(3)
+        x = jnp.asarray(
+            rng.normal(size=(2, 7, 6, 10))
+        )  # 8 coupled channels + 2 passed on
+        ct = jnp.asarray(rng.normal(size=(2, 7, 6, 10)))
+        y, vjp = jax.vjp(lambda q, v: additive_coupling(q, v, 8, 2), p, x)
+        want_p, want_x = vjp(ct)
+        x_back, got_p, got_x = additive_coupling_backward(p, y, ct, 8, 2)
+        np.testing.assert_allclose(np.asarray(x_back), np.asarray(x), atol=1e-13)
+        np.testing.assert_allclose(
+            np.asarray(got_x), np.asarray(want_x), rtol=1e-12, atol=1e-13
+        )
+        for a, b in zip(jax.tree.leaves(got_p), jax.tree.leaves(want_p)):
+            np.testing.assert_allclose(
+                np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-13
+            )

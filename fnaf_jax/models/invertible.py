@@ -41,16 +41,23 @@ def _tree_add(a, b):
     return jax.tree_util.tree_map(lambda u, v: u + v, a, b)
 
 
-def memory_free_chain(forwards: Sequence[Layer], inverses: Sequence[Layer]):
+def memory_free_chain(
+    forwards: Sequence[Layer],
+    inverses: Sequence[Layer],
+    backwards: Sequence | None = None,
+):
     """``run(params, x, data) -> y`` equal to ``chain_forward`` with a constant-memory VJP.
 
     ``forwards[i]`` and ``inverses[i]`` must be exact inverses of each other for every
     parameter value; gradients are then those of plain autodiff up to the rounding of
-    the reconstructed states.
+    the reconstructed states. ``backwards[i]``, when given (not None), does a layer's
+    inversion and VJP in one go, ``(p, y, data, ct) -> (x, grad_p, grad_x)`` (the layer
+    must not read ``data``), so that work the two share is done once.
     """
     forwards, inverses = tuple(forwards), tuple(inverses)
-    if len(forwards) != len(inverses):
-        raise ValueError("memory_free_chain: need one inverse per layer")
+    backwards = tuple(backwards) if backwards is not None else (None,) * len(forwards)
+    if not len(forwards) == len(inverses) == len(backwards):
+        raise ValueError("memory_free_chain: need one inverse (and backward) per layer")
 
     @jax.custom_vjp
     def run(params, x, data):
@@ -69,10 +76,13 @@ def memory_free_chain(forwards: Sequence[Layer], inverses: Sequence[Layer]):
             # hoist the whole chain of inversions ahead of the VJPs (which would keep every
             # state alive again, as plain autodiff does).
             y, ct = jax.lax.optimization_barrier((y, ct))
-            x = inverses[i](params[i], y, data)  # this layer's input, recomputed
-            _, vjp = jax.vjp(forwards[i], params[i], x, data)
-            param_grads[i], ct, d_data = vjp(ct)
-            data_grad = _tree_add(data_grad, d_data)
+            if backwards[i] is not None:
+                x, param_grads[i], ct = backwards[i](params[i], y, data, ct)
+            else:
+                x = inverses[i](params[i], y, data)  # this layer's input, recomputed
+                _, vjp = jax.vjp(forwards[i], params[i], x, data)
+                param_grads[i], ct, d_data = vjp(ct)
+                data_grad = _tree_add(data_grad, d_data)
             y = x
         return (
             type(params)(param_grads) if isinstance(params, tuple) else param_grads,

@@ -27,10 +27,12 @@ from fnaf_jax.models import invertible
 from fnaf_jax.models.irim_layers import (
     InvertibleUnet,
     ResidualBlock,
-    coupling_forward,
-    coupling_inverse,
+    additive_coupling,
+    additive_coupling_backward,
+    additive_coupling_inverse,
     dc_forward,
     dc_inverse,
+    householder_mix,
     residual_block,
 )
 from fnaf_jax.physics import center_crop
@@ -166,36 +168,40 @@ class IRIM(nnx.Module):
     # -- the invertible core ---------------------------------------------------------------
 
     def _chain(self):
-        """Static layer functions and their parameters: DC, then (step layers, DC) per step."""
+        """Layer functions (forward, inverse, optional fused backward) and their parameters:
+        DC, then per step its coupling layers (mix, couple, unmix each) and DC."""
         dc_f = functools.partial(_dc_f, multiplicity=self.multiplicity)
         dc_i = functools.partial(_dc_i, multiplicity=self.multiplicity)
-        forwards, inverses, params = [dc_f], [dc_i], [{}]
+        forwards, inverses, backwards, params = [dc_f], [dc_i], [None], [{}]
         for t in range(self.n_steps):
             cell = self.rnn[0 if self.shared_weights else t]
             for (n_ch, dil), p in zip(cell.layer_specs(), cell.layer_params()):
-                forwards.append(
-                    functools.partial(_coupling_f, n_channels=n_ch, dilation=dil)
-                )
-                inverses.append(
-                    functools.partial(_coupling_i, n_channels=n_ch, dilation=dil)
-                )
-                params.append(p)
+                # A coupling layer W^T c(W x) enters the chain as three layers, so that the
+                # memory-free backward pass of c can share one evaluation of F between
+                # inversion and VJP (additive_coupling_backward).
+                spec = {"n_channels": n_ch, "dilation": dil}
+                forwards += [_mix, functools.partial(_couple_f, **spec), _unmix]
+                inverses += [_unmix, functools.partial(_couple_i, **spec), _mix]
+                backwards += [None, functools.partial(_couple_b, **spec), None]
+                params += [p["householder"], p["update"], p["householder"]]
             forwards.append(dc_f)
             inverses.append(dc_i)
+            backwards.append(None)
             params.append({})
-        return forwards, inverses, params
+        return forwards, inverses, backwards, params
 
     def run_core(self, x0, ys, mask):
         """Final state from the initial state ``x0`` (N, H, W, C); ``ys = y / gamma``."""
-        forwards, inverses, params = self._chain()
+        forwards, inverses, backwards, params = self._chain()
         data = (ys, mask.astype(jnp.float32))
         if self.memory_free:
-            return invertible.memory_free_chain(forwards, inverses)(params, x0, data)
+            run = invertible.memory_free_chain(forwards, inverses, backwards)
+            return run(params, x0, data)
         return invertible.chain_forward(forwards, params, x0, data)
 
     def inverse(self, x_final, ys, mask):
         """Exact inverse of ``run_core``: the initial state from the final one."""
-        _, inverses, params = self._chain()
+        _, inverses, _, params = self._chain()
         return invertible.chain_inverse(
             inverses, params, x_final, (ys, mask.astype(jnp.float32))
         )
@@ -281,11 +287,26 @@ def _dc_i(p, y, data, multiplicity):
     return dc_inverse(p, y, data, multiplicity)
 
 
-def _coupling_f(p, x, data, n_channels, dilation):
+def _mix(p, x, data):
     del data
-    return coupling_forward(p, x, n_channels, dilation)
+    return householder_mix(p, x)
 
 
-def _coupling_i(p, y, data, n_channels, dilation):
+def _unmix(p, x, data):
     del data
-    return coupling_inverse(p, y, n_channels, dilation)
+    return householder_mix(p, x, transpose=True)
+
+
+def _couple_f(p, x, data, n_channels, dilation):
+    del data
+    return additive_coupling(p, x, n_channels, dilation)
+
+
+def _couple_i(p, y, data, n_channels, dilation):
+    del data
+    return additive_coupling_inverse(p, y, n_channels, dilation)
+
+
+def _couple_b(p, y, data, ct, n_channels, dilation):
+    del data
+    return additive_coupling_backward(p, y, ct, n_channels, dilation)

@@ -105,28 +105,61 @@ def mix_channels(x, w):
     return jnp.einsum("nhwi,oi->nhwo", x, w, precision=HIGHEST)
 
 
+def additive_coupling(p, x, n_channels, dilation):
+    """``x[h:n] += F(x[:h])`` on the first n = ``n_channels`` channels (h = n // 2)."""
+    half = n_channels // 2
+    update = residual_block(p, x[..., :half], dilation, use_glu=True)
+    return jnp.concatenate(
+        [x[..., :half], x[..., half:n_channels] + update, x[..., n_channels:]], -1
+    )
+
+
+def additive_coupling_inverse(p, y, n_channels, dilation):
+    """``y[h:n] -= F(y[:h])``: the left half is unchanged, so F sees the same input."""
+    half = n_channels // 2
+    update = residual_block(p, y[..., :half], dilation, use_glu=True)
+    return jnp.concatenate(
+        [y[..., :half], y[..., half:n_channels] - update, y[..., n_channels:]], -1
+    )
+
+
+def additive_coupling_backward(p, y, ct, n_channels, dilation):
+    """Inverse and VJP of ``additive_coupling`` from its output, with ONE evaluation of F.
+
+    Returns ``(x, grad_p, grad_x)``: F(y[:h]) both undoes the update and is differentiated
+    (the left half passes unchanged, so F's input is known from the output).
+    """
+    half = n_channels // 2
+    left = y[..., :half]
+    update, f_vjp = jax.vjp(
+        lambda q, v: residual_block(q, v, dilation, use_glu=True), p, left
+    )
+    x = jnp.concatenate(
+        [left, y[..., half:n_channels] - update, y[..., n_channels:]], -1
+    )
+    grad_p, grad_left = f_vjp(ct[..., half:n_channels])
+    grad_x = jnp.concatenate([ct[..., :half] + grad_left, ct[..., half:]], -1)
+    return x, grad_p, grad_x
+
+
 def coupling_forward(p, x, n_channels, dilation):
     """One i-RIM layer: mix with W, ``right += F(left)`` on the first ``n_channels``, mix with W^T."""
     w = householder_matrix(p["householder"])
-    x = mix_channels(x, w)
-    half = n_channels // 2
-    update = residual_block(p["update"], x[..., :half], dilation, use_glu=True)
-    x = jnp.concatenate(
-        [x[..., :half], x[..., half:n_channels] + update, x[..., n_channels:]], -1
-    )
+    x = additive_coupling(p["update"], mix_channels(x, w), n_channels, dilation)
     return mix_channels(x, w.T)
 
 
 def coupling_inverse(p, y, n_channels, dilation):
     """Exact inverse of ``coupling_forward`` (W is orthogonal, the coupling is additive)."""
     w = householder_matrix(p["householder"])
-    y = mix_channels(y, w)
-    half = n_channels // 2
-    update = residual_block(p["update"], y[..., :half], dilation, use_glu=True)
-    y = jnp.concatenate(
-        [y[..., :half], y[..., half:n_channels] - update, y[..., n_channels:]], -1
-    )
+    y = additive_coupling_inverse(p["update"], mix_channels(y, w), n_channels, dilation)
     return mix_channels(y, w.T)
+
+
+def householder_mix(p, x, transpose=False):
+    """``W x`` (or ``W^T x``) with W from the Householder vectors ``p``."""
+    w = householder_matrix(p)
+    return mix_channels(x, w.T if transpose else w)
 
 
 def dc_gradient(x, data, multiplicity):
