@@ -186,3 +186,23 @@ def test_force_starts_over(reference_run, tmp_path):
     assert (summary["status"], summary["step"]) == ("interrupted", 1)  # not resumed at 6
     assert not (workdir / "best").exists() and not (workdir / "metrics.jsonl").exists()
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
+
+
+def test_cli_maps_to_the_same_config_and_resumes(reference_run, tmp_path, capsys):
+    """`fnaf train` with the flags of the reference config finds its finished run (a flag
+    mapped to another value would be refused as a different config)."""
+    import shutil
+
+    from fnaf_jax.cli import main
+
+    cfg, ref_workdir, _ = reference_run
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_workdir, workdir)
+    argv = ["train", "--workdir", str(workdir), "--no-progress", "--data", cfg.data,
+            "--init-from", cfg.init_from]
+    for key, value in TINY.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    assert main(argv) == 0
+    assert "done: step 6/6" in capsys.readouterr().out
+    assert main(argv[:-2] + ["--lr", "0.5"]) == 2  # lr differs: refused, exit status 2
+    assert "different config (lr: 0.003 -> 0.5)" in capsys.readouterr().err
