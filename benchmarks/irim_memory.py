@@ -109,6 +109,9 @@ def measure(n_steps, memory_free, width, multiplicity, batch, repeats):
         if mem is not None
         else float("nan")
     )
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float((cost or {}).get("flops", float("nan")))
     params, opt_state, loss = compiled(params, opt_state, batch)  # warm-up
     jax.block_until_ready(loss)
     times = []
@@ -117,7 +120,7 @@ def measure(n_steps, memory_free, width, multiplicity, batch, repeats):
         params, opt_state, loss = compiled(params, opt_state, batch)
         jax.block_until_ready(loss)
         times.append(time.perf_counter() - t0)
-    return temp, float(np.median(times)), compile_s, float(loss)
+    return temp, flops, float(np.median(times)), compile_s
 
 
 def main(argv=None) -> None:
@@ -139,14 +142,16 @@ def main(argv=None) -> None:
         f"multiplicity {args.multiplicity}; temp = XLA temporary bytes of the compiled step"
     )
     print(
-        "| steps | gradients   | step temp MiB | core input-grad temp MiB | step ms | compile s |"
+        "| steps | gradients   | step temp MiB | core input-grad temp MiB | step GFLOP "
+        "| step ms | compile s |"
     )
     print(
-        "|------:|-------------|--------------:|-------------------------:|--------:|----------:|"
+        "|------:|-------------|--------------:|-------------------------:|-----------:"
+        "|--------:|----------:|"
     )
     for n_steps in args.steps:
         for memory_free in (True, False):
-            temp, step_s, compile_s, _ = measure(
+            temp, flops, step_s, compile_s = measure(
                 n_steps, memory_free, args.width, args.multiplicity, batch, args.repeats
             )
             core = input_grad_temp_bytes(
@@ -155,7 +160,7 @@ def main(argv=None) -> None:
             mode = "memory-free" if memory_free else "autodiff"
             print(
                 f"| {n_steps:5d} | {mode:11s} | {temp / 2**20:13.2f} | {core / 2**20:24.2f} "
-                f"| {1e3 * step_s:7.1f} | {compile_s:9.1f} |",
+                f"| {flops / 1e9:10.2f} | {1e3 * step_s:7.1f} | {compile_s:9.1f} |",
                 flush=True,
             )
 
