@@ -60,6 +60,7 @@ def test_json_round_trip_and_workdir_guard(tmp_path):
     ({"accelerations": (4, 8)}, "one center fraction each"),
     ({"batch_size": 0}, "batch_size=0"),
     ({"crop": 8}, "crop=8"),
+    ({"limit_val": 0}, "limit_val=0"),
 ])
 def test_bad_values_are_named(changes, message):
     with pytest.raises(ConfigError, match=message):

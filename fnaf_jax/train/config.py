@@ -91,6 +91,9 @@ class TrainConfig:
                      "keep_checkpoints", "worst_of"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
+        for name in ("limit_train", "limit_val"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                bad(name, "must be >= 1 (or unset for all slices)")
         if self.crop is not None and not 16 <= self.crop <= 320:
             bad("crop", "must be between 16 and 320")
         if self.lr <= 0:

@@ -87,6 +87,8 @@ def optimizer_for(task, cfg: TrainConfig, steps_per_epoch: int):
 
 def data_dir(cfg: TrainConfig, which: str) -> Path:
     """The folder of the ``which`` ("train" or "val") split (see ``TrainConfig.data``)."""
+    if not cfg.data:
+        raise ConfigError("train config has no data folder (--data)")
     root = Path(cfg.data)
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder (--data)")
