@@ -30,7 +30,9 @@ def _cfg(worst_of):
 def _train(task, items, steps):
     model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
-    tx = optax.adam(1e-2)  # large, so that 8 steps show the effect
+    # SGD, not Adam: Adam's per-parameter normalisation makes its first steps nearly
+    # sign updates, which hides the weighting of the FNAF term in a run this short.
+    tx = optax.sgd(1e-2, momentum=0.9)
     opt = tx.init(params)
 
     @jax.jit
@@ -81,5 +83,5 @@ def test_robust_training_lowers_the_fnaf_loss_on_held_out_features(items):
     clean_loss, _ = O.make_scorer(clean_model)(batch, cands)
     robust_loss, _ = O.make_scorer(robust_model)(batch, cands)
     clean_mean, robust_mean = float(np.mean(clean_loss)), float(np.mean(robust_loss))
-    # Measured: 0.0027 vs 0.0035 (ratio 0.77); an untrained model scores 0.0070.
-    assert robust_mean < 0.85 * clean_mean, (robust_mean, clean_mean)
+    # Measured: 0.0021 vs 0.0033 (ratio 0.65).
+    assert robust_mean < 0.8 * clean_mean, (robust_mean, clean_mean)
