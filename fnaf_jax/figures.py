@@ -131,10 +131,11 @@ def rerun(model, dataset, record: dict) -> dict:
 
 def attack_examples(records, checkpoint, data, path, model_name: str | None = None, zoom: int = 48) -> dict | None:
     """Figure 1: the worst successful and the mildest failed attack of one model, re-run."""
+    from fnaf_jax.attacks.evaluate import model_name_for
     from fnaf_jax.data.fastmri import SliceDataset
     from fnaf_jax.models.store import load_model
 
-    name = model_name or Path(checkpoint).name
+    name = model_name or model_name_for(checkpoint)
     recs = [r for r in _attack_records(records) if r["accepted"] and "feature" in r]
     mine = [r for r in recs if r.get("model") == name] or recs
     hits = [r for r in mine if r["hit"]]

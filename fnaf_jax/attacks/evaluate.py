@@ -65,6 +65,13 @@ class MaskSpec:
 DEFAULT_MASK = MaskSpec()
 
 
+def model_name_for(checkpoint) -> str:
+    """A model's name in the records: its checkpoint folder, or the training run's folder
+    for ``fnaf train`` outputs (``RUN/best``, ``RUN/last``)."""
+    path = Path(checkpoint).absolute()
+    return path.parent.name if path.name in ("best", "last") else path.name
+
+
 def slice_key(seed: int, fname: str, slice_num: int) -> jax.Array:
     """PRNG key of one slice: independent of batch composition and order."""
     tag = zlib.crc32(f"{os.path.basename(fname)}/{int(slice_num)}".encode()) & 0x7FFFFFFF

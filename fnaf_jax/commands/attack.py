@@ -31,7 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="slices per compiled call (default 8)")
     p.add_argument("--limit", type=int, default=None, help="attack only the first N slices")
     p.add_argument("--seed", type=int, default=0, help="feature randomness (default 0)")
-    p.add_argument("--name", default=None, help="model name in the records (default: checkpoint folder name)")
+    p.add_argument("--name", default=None, help="model name in the records (default: the checkpoint folder's name, or the "
+                   "training run's for RUN/best and RUN/last)")
     p.add_argument("--transfer-from", type=Path, default=None,
                    help="re-score the worst features of this results file on this model")
     p.add_argument("--pixels", type=int, default=10, help="feature size P (default 10)")
@@ -66,7 +67,7 @@ def attack_config(args):
 
 
 def run(args) -> int:
-    from fnaf_jax.attacks.evaluate import MaskSpec, run_attack
+    from fnaf_jax.attacks.evaluate import MaskSpec, model_name_for, run_attack
     from fnaf_jax.data.fastmri import SliceDataset
     from fnaf_jax.models.store import load_model
 
@@ -78,7 +79,7 @@ def run(args) -> int:
     dataset = SliceDataset(args.data, transform="raw")
     n = run_attack(model, dataset, args.out, method=args.method, spec=spec, cfg=cfg,
                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
-                   model_name=args.name or Path(args.checkpoint).name,
+                   model_name=args.name or model_name_for(args.checkpoint),
                    checkpoint=str(args.checkpoint), transfer_from=args.transfer_from,
                    progress=not args.no_progress)
     print(f"{n} new records in {args.out}")
