@@ -86,6 +86,23 @@ def test_run_writes_config_models_metrics(reference_run):
 
     _assert_identical(nnx.state(last, nnx.Param), summary["state"]["params"])
 
+    # the last validation record, recomputed independently from "last": fastMRI's
+    # UnetDataTransform with file-name-seeded masks, the network, fastMRI metrics
+    from fnaf_jax.data.fastmri import SliceDataset
+    from fnaf_jax.masks import create_mask_for_mask_type
+    from fnaf_jax.metrics import volume_metrics
+
+    ds = SliceDataset(cfg.data, transform="unet", use_seed=True,
+                      mask_func=create_mask_for_mask_type("random", [0.08], [4]))
+    items = [ds[i] for i in range(cfg.limit_val)]  # 2 slices of file1000001.h5
+    last.eval()
+    run = jax.jit(lambda x: last(x[..., None])[..., 0])
+    pred = np.stack([np.asarray(run(it["image"][None]))[0] * it["std"] + it["mean"]
+                     for it in items])
+    expected = volume_metrics(np.stack([it["target_raw"] for it in items]), pred)
+    for name in ("nmse", "psnr", "ssim"):
+        assert val[-1][name] == pytest.approx(expected[name], rel=1e-4), name
+
 
 def test_loss_decreases(reference_run, synthetic_dir):
     """Clean loss of the 3 training slices (validation masks) before and after 6 steps."""

@@ -237,8 +237,16 @@ def validate(state, val_ds, task, eval_fn, batch_size: int, mesh, seed: int) -> 
     from fnaf_jax.metrics import volume_metrics
 
     key = step_key(seed, 2**32 - 1)  # a step number training never reaches
-    slices: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-    losses = []
+    losses, per_volume = [], []
+    volume: dict = {"fname": None, "slices": {}}  # the volume being collected
+
+    def finish_volume():
+        # in file order a volume's slices are contiguous: score it, then free its images
+        if volume["slices"]:
+            ordered = [volume["slices"][s] for s in sorted(volume["slices"])]
+            per_volume.append(volume_metrics(np.stack([t for t, _ in ordered]),
+                                             np.stack([p for _, p in ordered])))
+        volume.update(fname=None, slices={})
 
     def run(items):
         batch = parallel.shard_batch(task.prepare_batch(items, None), mesh)
@@ -257,14 +265,12 @@ def validate(state, val_ds, task, eval_fn, batch_size: int, mesh, seed: int) -> 
                 preds.append(pred[0])
                 losses.append(loss)
         for item, pred in zip(items, preds):
+            if item["fname"] != volume["fname"]:
+                finish_volume()
+                volume["fname"] = item["fname"]
             target = np.asarray(item["target_raw"], np.float32)
-            slices.setdefault(item["fname"], {})[int(item["slice_num"])] = (target, pred)
-    per_volume = []
-    for fname in sorted(slices):
-        ordered = [slices[fname][s] for s in sorted(slices[fname])]
-        gt = np.stack([t for t, _ in ordered])
-        pred = np.stack([p for _, p in ordered])
-        per_volume.append(volume_metrics(gt, pred))
+            volume["slices"][int(item["slice_num"])] = (target, pred)
+    finish_volume()
     out = {"val_loss": float(np.mean(losses))}
     for name in ("nmse", "psnr", "ssim"):
         out[name] = float(np.mean([m[name] for m in per_volume]))
