@@ -127,10 +127,12 @@ def data_stage(layout: Layout, preset: dict) -> Stage:
     d = preset["data"]
 
     def run():
-        for split, seed_offset, n in ((layout.train_split, 0, d["train_volumes"]),
-                                      (layout.val_split, 1, d["val_volumes"])):
+        # val_slices (default: slices) lets a small validation set span more volumes
+        for split, seed_offset, n, slices in (
+                (layout.train_split, 0, d["train_volumes"], d["slices"]),
+                (layout.val_split, 1, d["val_volumes"], d.get("val_slices", d["slices"]))):
             run_verb(["synth", "--out", layout.data_root / split, "--volumes", n,
-                      "--slices", d["slices"], "--width", d["width"],
+                      "--slices", slices, "--width", d["width"],
                       "--seed", int(d.get("seed", 0)) * 1000 + seed_offset,
                       *(["--lesions"] if d.get("lesions") else [])])
 
