@@ -106,6 +106,8 @@ def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
         "## Transfer (Section 4.7): worst U-Net features scored on the i-RIM\n",
         transfer_md(results.get("transfer", {})),
         "## Table 4: real abnormalities (region NMSE / SSIM inside annotated boxes)\n",
+        ("Region NMSE and SSIM (the SSIM map averaged inside each box) per label, on the annotated "
+        "validation slices (`fnaf_jax.abnormalities`); no published numbers are compared here.\n"),
         table4_md or "No annotated slice of the data was found, so Table 4 is empty.\n",
     ]
     for title, key in (("Figure 1: a successful and a failed attack on the U-Net (re-run)", "figure1"),
