@@ -193,7 +193,13 @@ def _check_input(name: str, x, in_chans: int, num_pool_layers: int):
 
 
 class _ZScoredReconstruction:
-    """``reconstruct`` shared by both U-Nets: z-score ``|u|`` per sample, run, undo it."""
+    """What both U-Nets share: their size attributes, and ``reconstruct`` (z-score ``|u|``
+    per sample, run, undo it)."""
+
+    def _set_sizes(self, arch, in_chans, out_chans, chans, num_pool_layers, drop_prob):
+        _check_sizes(arch, in_chans, out_chans, chans, num_pool_layers, drop_prob)
+        self.in_chans, self.out_chans = in_chans, out_chans
+        self.chans, self.num_pool_layers, self.drop_prob = chans, num_pool_layers, drop_prob
 
     def reconstruct(self, u, mask=None, metadata=None):
         """``(N, H, W)`` zero-filled complex image -> ``(N, H, W)`` magnitude in the units of ``|u|``.
@@ -211,6 +217,16 @@ class _ZScoredReconstruction:
         return unnormalize(out, mean, std)
 
 
+def _encoder(block, in_chans: int, chans: int, num_pool_layers: int):
+    """The down-sampling blocks (width doubling after the first); returns (blocks, width)."""
+    down = [block(in_chans, chans)]
+    ch = chans
+    for _ in range(num_pool_layers - 1):
+        down.append(block(ch, ch * 2))
+        ch *= 2
+    return nnx.List(down), ch
+
+
 class Unet(_ZScoredReconstruction, nnx.Module):
     """fastMRI's U-Net (``fastmri.models.Unet``), NHWC."""
 
@@ -224,19 +240,12 @@ class Unet(_ZScoredReconstruction, nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        _check_sizes("unet", in_chans, out_chans, chans, num_pool_layers, drop_prob)
-        self.in_chans, self.out_chans = in_chans, out_chans
-        self.chans, self.num_pool_layers, self.drop_prob = chans, num_pool_layers, drop_prob
+        self._set_sizes("unet", in_chans, out_chans, chans, num_pool_layers, drop_prob)
 
         def block(cin, cout):
             return ConvBlock(cin, cout, drop_prob, bias=False, negative_slope=0.2, rngs=rngs)
 
-        down = [block(in_chans, chans)]
-        ch = chans
-        for _ in range(num_pool_layers - 1):
-            down.append(block(ch, ch * 2))
-            ch *= 2
-        self.down_sample_layers = nnx.List(down)
+        self.down_sample_layers, ch = _encoder(block, in_chans, chans, num_pool_layers)
         self.conv = block(ch, ch * 2)
         transpose, up = [], []
         for _ in range(num_pool_layers):
@@ -279,19 +288,12 @@ class UnetV0(_ZScoredReconstruction, nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        _check_sizes("unet-v0", in_chans, out_chans, chans, num_pool_layers, drop_prob)
-        self.in_chans, self.out_chans = in_chans, out_chans
-        self.chans, self.num_pool_layers, self.drop_prob = chans, num_pool_layers, drop_prob
+        self._set_sizes("unet-v0", in_chans, out_chans, chans, num_pool_layers, drop_prob)
 
         def block(cin, cout):
             return ConvBlock(cin, cout, drop_prob, bias=True, negative_slope=0.0, rngs=rngs)
 
-        down = [block(in_chans, chans)]
-        ch = chans
-        for _ in range(num_pool_layers - 1):
-            down.append(block(ch, ch * 2))
-            ch *= 2
-        self.down_sample_layers = nnx.List(down)
+        self.down_sample_layers, ch = _encoder(block, in_chans, chans, num_pool_layers)
         self.conv = block(ch, ch)  # the bottleneck keeps the width (unlike fastMRI's Unet)
         up = []
         for _ in range(num_pool_layers - 1):
