@@ -254,6 +254,18 @@ MASK_TYPES = {
 }
 
 
+#: fastMRI's pairing of acceleration and centre fraction (4x keeps 8%, 8x keeps 4%).
+CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
+
+
+def default_center_fraction(acceleration) -> float:
+    """The centre fraction fastMRI pairs with ``acceleration``; ConfigError for others."""
+    if acceleration not in CENTER_FRACTIONS:
+        raise ConfigError(f"acceleration {acceleration}: give a centre fraction "
+                          f"(known pairs: {CENTER_FRACTIONS})")
+    return CENTER_FRACTIONS[acceleration]
+
+
 def create_mask_for_mask_type(
     mask_type_str: str,
     center_fractions: Sequence[float],

@@ -165,3 +165,10 @@ def test_bad_arguments_raise_config_error(make, match):
 def test_config_error_is_a_value_error_like_fastmri():
     with pytest.raises(ValueError):
         masks.RandomMaskFunc([0.08, 0.04], [4])
+
+
+def test_default_center_fraction_follows_fastmri_pairing():
+    assert masks.default_center_fraction(4) == 0.08
+    assert masks.default_center_fraction(8) == 0.04
+    with pytest.raises(ConfigError, match="acceleration 6"):
+        masks.default_center_fraction(6)

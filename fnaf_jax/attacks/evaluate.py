@@ -38,8 +38,6 @@ from fnaf_jax.features import Candidates
 from fnaf_jax.objective import make_scorer
 
 METHODS = {"rs": random_search, "fd": finite_diff}
-#: fastMRI's pairing of acceleration and centre fraction (SPEC 5).
-CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +51,7 @@ class MaskSpec:
     def fraction(self) -> float:
         if self.center_fraction is not None:
             return float(self.center_fraction)
-        if self.acceleration not in CENTER_FRACTIONS:
-            raise ConfigError(f"acceleration {self.acceleration}: give a centre fraction "
-                              f"(known pairs: {CENTER_FRACTIONS})")
-        return CENTER_FRACTIONS[self.acceleration]
+        return masks_mod.default_center_fraction(self.acceleration)
 
     def mask_func(self):
         return masks_mod.create_mask_for_mask_type(self.mask_type, [self.fraction()], [self.acceleration])
