@@ -101,3 +101,12 @@ def test_model_config_builds_the_architecture(model):
     cfg = TrainConfig(model=model, chans=8, num_pools=3, drop_prob=0.1)
     net = build_abstract_model(cfg.model_config())
     assert (net.chans, net.num_pool_layers, net.drop_prob) == (8, 3, 0.1)
+
+
+def test_irim_gets_the_release_recipe_unless_flags_say_otherwise():
+    irim = config_from_args(build_parser().parse_args(["train", "--data", "d", "--workdir", "w", "--model", "irim"]))
+    assert (irim.lr, irim.loss, irim.lr_step_fraction) == (1e-4, "ssim", 0.6)
+    tuned = config_from_args(build_parser().parse_args(
+        ["train", "--data", "d", "--workdir", "w", "--model", "irim", "--lr", "1e-3", "--loss", "l1"]))
+    assert (tuned.lr, tuned.loss, tuned.lr_step_fraction) == (1e-3, "l1", 0.6)
+    assert TrainConfig.from_dict(irim.to_dict()) == irim

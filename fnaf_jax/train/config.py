@@ -1,4 +1,7 @@
-"""Training configuration: one frozen dataclass whose defaults are fastMRI's U-Net recipe.
+"""Training configuration: one frozen dataclass whose defaults are each model's recipe.
+
+U-Nets get fastMRI's recipe; ``model="irim"`` gets the i-RIM release's (SSIM loss, lr 1e-4,
+decay at epoch 30 of 50) for whichever of ``lr``, ``loss``, ``lr_step_fraction`` is unset.
 
 Every ``fnaf train`` flag maps to exactly one field (``--worst-of`` -> ``worst_of``).
 A run writes its resolved config to ``WORKDIR/config.json``; running again in the same
@@ -19,6 +22,12 @@ CONFIG_FILE = "config.json"
 MODELS = ("unet", "unet-v0", "irim")
 LOSSES = ("l1", "mse", "ssim")
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction")
+#: Per model family, the recipe values that fill unset (None) fields.
+RECIPES = {
+    "unet": {"lr": 1e-3, "loss": "l1", "lr_step_fraction": 0.8},  # fastMRI U-Net baseline
+    "unet-v0": {"lr": 1e-3, "loss": "l1", "lr_step_fraction": 0.8},
+    "irim": {"lr": 1e-4, "loss": "ssim", "lr_step_fraction": 0.6},  # i-RIM release
+}
 
 
 @dataclass(frozen=True)
@@ -41,13 +50,13 @@ class TrainConfig:
     # optimisation (fastMRI: RMSprop lr 1e-3, alpha 0.99, eps 1e-8; StepLR x0.1 at epoch 40/50)
     epochs: int = 50
     batch_size: int = 1
-    lr: float = 1e-3
+    lr: float | None = None  # None: the model's recipe (RECIPES)
     rms_decay: float = 0.99
     rms_eps: float = 1e-8
     weight_decay: float = 0.0
-    lr_step_fraction: float = 0.8  # lr *= lr_gamma after this fraction of the epochs
+    lr_step_fraction: float | None = None  # lr *= lr_gamma after this fraction of the epochs
     lr_gamma: float = 0.1
-    loss: str = "l1"  # on z-scored images
+    loss: str | None = None  # on z-scored images; None: the model's recipe
 
     # under-sampling masks for training (random per step) and validation (seeded by file name)
     mask_type: str = "random"
@@ -70,6 +79,9 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for name, value in RECIPES.get(self.model, {}).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         # tuples, not lists, so configs read back from JSON compare equal
         object.__setattr__(self, "accelerations", tuple(int(a) for a in self.accelerations))
         object.__setattr__(self, "center_fractions", tuple(float(c) for c in self.center_fractions))
