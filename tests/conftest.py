@@ -8,7 +8,7 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import pytest  # noqa: E402
+import pytest
 
 GOLDEN = Path(__file__).parent / "golden"
 
