@@ -85,6 +85,17 @@ def test_file_equals_in_memory_volume(synthetic_dir):
         assert f["ismrmrd_header"][()] == vol.header
 
 
+def test_first_index_numbers_a_second_split_after_the_first(tmp_path):
+    paths = synthetic.write_dataset(tmp_path / "val", n_volumes=2, n_slices=1, width=336,
+                                    seed=5, first_index=3)
+    assert [p.name for p in paths] == ["file1000004.h5", "file1000005.h5"]
+    vol = synthetic.make_volume(3, n_slices=1, width=336, seed=5)
+    with h5py.File(paths[0]) as f:
+        np.testing.assert_array_equal(f["kspace"][()], vol.kspace)
+    with pytest.raises(ConfigError, match="first_index"):
+        synthetic.write_dataset(tmp_path / "bad", n_volumes=1, first_index=-1)
+
+
 def test_deterministic_and_seed_dependent(tmp_path):
     a = synthetic.make_volume(0, n_slices=2, width=336, seed=3)
     b = synthetic.make_volume(0, n_slices=2, width=336, seed=3)

@@ -18,6 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=int, default=368, metavar="W",
                    help="k-space columns (phase encodes), >= 320 (default 368)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--first-index", type=int, default=0, metavar="I",
+                   help="index of the first volume: names start at file{1000001+I}.h5, so "
+                   "train and val splits get distinct names (default 0)")
     p.add_argument("--lesions", action="store_true",
                    help="plant labelled lesions and write annotations.csv (fastMRI+ format)")
     p.add_argument("--preview", action="store_true", help="also save DIR/preview.png")
@@ -29,7 +32,7 @@ def run(args) -> int:
 
     paths = write_dataset(args.out, n_volumes=args.volumes, n_slices=args.slices,
                           width=args.width, seed=args.seed, lesions=args.lesions,
-                          progress=True)
+                          progress=True, first_index=args.first_index)
     print(f"wrote {len(paths)} volumes to {args.out}")
     if args.lesions:
         print(f"lesion boxes: {args.out / ANNOTATIONS}")

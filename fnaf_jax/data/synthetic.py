@@ -276,14 +276,22 @@ def write_volume(path: Path, volume: SyntheticVolume) -> Path:
 
 
 def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 368,
-                  seed: int = 0, lesions: bool = False, progress: bool = False) -> list[Path]:
-    """Write ``n_volumes`` synthetic fastMRI files into ``out_dir``; returns their paths."""
+                  seed: int = 0, lesions: bool = False, progress: bool = False,
+                  first_index: int = 0) -> list[Path]:
+    """Write ``n_volumes`` synthetic fastMRI files into ``out_dir``; returns their paths.
+
+    Volumes ``first_index, first_index + 1, ...`` are written, so splits made with
+    different first indices have distinct file names (and file-name-seeded masks), as in
+    fastMRI.
+    """
     if n_volumes < 1:
         raise ConfigError(f"synthetic data: n_volumes must be >= 1, got {n_volumes}")
+    if first_index < 0:
+        raise ConfigError(f"synthetic data: first_index must be >= 0, got {first_index}")
     out_dir = Path(out_dir)
-    _check_output_folder(out_dir, [file_name(i) for i in range(n_volumes)], lesions)
+    indices = range(first_index, first_index + n_volumes)
+    _check_output_folder(out_dir, [file_name(i) for i in indices], lesions)
     out_dir.mkdir(parents=True, exist_ok=True)
-    indices = range(n_volumes)
     if progress:
         from tqdm import tqdm
 

@@ -128,11 +128,13 @@ def data_stage(layout: Layout, preset: dict) -> Stage:
 
     def run():
         # val_slices (default: slices) lets a small validation set span more volumes
-        for split, seed_offset, n, slices in (
-                (layout.train_split, 0, d["train_volumes"], d["slices"]),
-                (layout.val_split, 1, d["val_volumes"], d.get("val_slices", d["slices"]))):
+        # val files are numbered after the train files: distinct names, as in fastMRI
+        for split, seed_offset, first, n, slices in (
+                (layout.train_split, 0, 0, d["train_volumes"], d["slices"]),
+                (layout.val_split, 1, d["train_volumes"], d["val_volumes"],
+                 d.get("val_slices", d["slices"]))):
             run_verb(["synth", "--out", layout.data_root / split, "--volumes", n,
-                      "--slices", slices, "--width", d["width"],
+                      "--slices", slices, "--width", d["width"], "--first-index", first,
                       "--seed", int(d.get("seed", 0)) * 1000 + seed_offset,
                       *(["--lesions"] if d.get("lesions") else [])])
 
