@@ -43,11 +43,9 @@ def make_batch(batch: int, size: int, seed: int = 0) -> dict:
     }
 
 
-def compiled_step(
-    n_steps: int, memory_free: bool, width: int, multiplicity: int, batch: dict
-):
-    task = IrimTask(crop=batch["y"].shape[-1])
-    model = IRIM(
+def small_irim(n_steps: int, memory_free: bool, width: int, multiplicity: int) -> IRIM:
+    """The benchmarked i-RIM: 4 coupling layers of ``width`` channels per step."""
+    return IRIM(
         n_steps=n_steps,
         n_hidden=[width] * 4,
         n_network_hidden=[width, 2 * width, 2 * width, width],
@@ -56,6 +54,13 @@ def compiled_step(
         memory_free=memory_free,
         rngs=nnx.Rngs(0),
     )
+
+
+def compiled_step(
+    n_steps: int, memory_free: bool, width: int, multiplicity: int, batch: dict
+):
+    task = IrimTask(crop=batch["y"].shape[-1])
+    model = small_irim(n_steps, memory_free, width, multiplicity)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = task.optimizer()
     opt_state = tx.init(params)
@@ -77,15 +82,7 @@ def compiled_step(
 def input_grad_temp_bytes(n_steps, memory_free, width, multiplicity, batch) -> int:
     """Temporary bytes of d(loss)/d(initial state) through the core alone: activation
     memory without the parameter-gradient buffers."""
-    model = IRIM(
-        n_steps=n_steps,
-        n_hidden=[width] * 4,
-        n_network_hidden=[width, 2 * width, 2 * width, width],
-        dilations=[1, 2, 2, 1],
-        multiplicity=multiplicity,
-        memory_free=memory_free,
-        rngs=nnx.Rngs(0),
-    )
+    model = small_irim(n_steps, memory_free, width, multiplicity)
     graphdef, state = nnx.split(model)
     ys, mask = batch["y"], batch["mask"]
     x0 = model.initial_state(ys, batch["metadata"])
