@@ -196,6 +196,14 @@ def test_unreadable_checkpoint_file(tmp_path):
         load_irim_checkpoint(bad)
 
 
+def test_state_dict_without_args_or_config_names_what_is_missing(golden):
+    # A U-Net file forced to --arch irim has no 'args': a clear error, not a TypeError.
+    from fnaf_jax.models.convert import load_torch
+
+    with pytest.raises(CheckpointError, match="unet_v0.pt.*does not give the model's sizes"):
+        load_torch(golden / "unet_v0.pt", arch="irim")
+
+
 def test_args_follow_the_original_build_model():
     base = {"n_steps": 2, "n_network_hidden": [4, 4], "dilations": [1, 2]}
     # InvertibleUnet zips the lists: the shortest sets the number of layers

@@ -165,6 +165,11 @@ def from_torch(state_dict: dict, args_or_config, source: str = "state_dict"):
     ``state_dict`` values may be torch tensors or numpy arrays; ``args_or_config`` is the
     checkpoint's Namespace or a config dict.
     """
+    if args_or_config is None:
+        raise CheckpointError(
+            f"{source}: an i-RIM state dict alone does not give the model's sizes; pass the "
+            "config (--config JSON with n_steps, n_hidden, ...) or a checkpoint holding 'args'"
+        )
     config = config_from_args(args_or_config)
     state_dict = {k: _to_numpy(v) for k, v in strip_prefix(state_dict).items()}
     kwargs = {k: v for k, v in config.items() if k != "arch"}
