@@ -142,7 +142,8 @@ def evaluate_dirs(
     target_dir, prediction_dir = Path(target_dir), Path(prediction_dir)
     for folder, role in ((target_dir, "target"), (prediction_dir, "predictions")):
         if not folder.is_dir():
-            raise DataError(f"{folder}: {role} folder does not exist")
+            why = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise DataError(f"{folder}: {role} folder {why}")
     targets = sorted(target_dir.glob("*.h5"))
     if not targets:
         raise DataError(f"{target_dir}: no .h5 target files")

@@ -205,3 +205,13 @@ def test_bad_files_are_clear_errors(dirs, tmp_path, capsys):
     empty.mkdir()
     status, err = _error(capsys, "--target", empty, "--predictions", pred_dir)
     assert status == 2 and "no .h5 target files" in err
+
+
+def test_target_that_is_not_a_folder_is_named(dirs, tmp_path, capsys):
+    _target_dir, pred_dir, _ = dirs
+    status, err = _error(capsys, "--target", tmp_path / "nowhere", "--predictions", pred_dir)
+    assert status == 2 and "nowhere: target folder does not exist" in err
+    a_file = tmp_path / "file.h5"
+    a_file.write_bytes(b"x")
+    status, err = _error(capsys, "--target", a_file, "--predictions", pred_dir)
+    assert status == 2 and "file.h5: target folder is a file, not a folder" in err
