@@ -115,3 +115,16 @@ def test_batch_size_must_be_positive(checkpoint, data, tmp_path):
 
     with pytest.raises(ConfigError, match="--batch-size must be >= 1"):
         reconstruct_folder(checkpoint[0], data, tmp_path, batch_size=0, progress=False)
+
+
+def test_bad_files_stop_the_run_unless_skip_bad(checkpoint, data, tmp_path, capsys):
+    path, _ = checkpoint
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(data / "file1000001.h5", mixed / "file1000001.h5")
+    (mixed / "file1000009.h5").write_bytes(b"truncated")
+    argv = ["reconstruct", "--checkpoint", str(path), "--data", str(mixed), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "stopped")]) == 2
+    assert "file1000009.h5: not a readable HDF5 file" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "skipped"), "--skip-bad"]) == 0
+    assert sorted(p.name for p in (tmp_path / "skipped").glob("*.h5")) == ["file1000001.h5"]

@@ -30,6 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=int, default=11, help="random search: candidates per slice (default 11)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per compiled call (default 8)")
     p.add_argument("--limit", type=int, default=None, help="attack only the first N slices")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable data files (each is logged) instead of stopping")
     p.add_argument("--seed", type=int, default=0, help="feature randomness (default 0)")
     p.add_argument("--name", default=None, help="model name in the records (default: the checkpoint folder's name, or the "
                    "training run's for RUN/best and RUN/last)")
@@ -76,7 +78,7 @@ def run(args) -> int:
     spec.mask_func()  # bad mask options fail here, before the model loads
     model, _ = load_model(args.checkpoint)
     model.eval()
-    dataset = SliceDataset(args.data, transform="raw")
+    dataset = SliceDataset(args.data, transform="raw", skip_bad=args.skip_bad)
     n = run_attack(model, dataset, args.out, method=args.method, spec=spec, cfg=cfg,
                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
                    model_name=args.name or model_name_for(args.checkpoint),

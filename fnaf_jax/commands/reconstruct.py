@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                    help="random | equispaced | equispaced_fraction (default random)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="slices per model call (a multiple of the device count; default 8)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable data files (each is logged) instead of stopping")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -44,7 +46,8 @@ def run(args) -> int:
     n = reconstruct_folder(args.checkpoint, args.data, args.out,
                            acceleration=args.acceleration,
                            center_fraction=args.center_fraction, mask_type=args.mask_type,
-                           batch_size=args.batch_size, progress=not args.no_progress)
+                           batch_size=args.batch_size, progress=not args.no_progress,
+                           skip_bad=args.skip_bad)
     print(f"wrote {n} volumes to {args.out}")
     return 0
 
@@ -68,7 +71,7 @@ def make_reconstruct_fn(model, mesh):
 
 
 def reconstruct_folder(checkpoint, data, out, *, acceleration=4, center_fraction=None,
-                       mask_type="random", batch_size=8, progress=True) -> int:
+                       mask_type="random", batch_size=8, progress=True, skip_bad=False) -> int:
     """Reconstruct every volume in ``data`` into ``out``; returns the number of volumes."""
     import h5py
     import jax
@@ -91,7 +94,8 @@ def reconstruct_folder(checkpoint, data, out, *, acceleration=4, center_fraction
     if center_fraction is None:
         center_fraction = default_center_fraction(acceleration)
     mask_func = create_mask_for_mask_type(mask_type, [center_fraction], [acceleration])
-    dataset = SliceDataset(data, transform="raw", mask_func=mask_func, use_seed=True)
+    dataset = SliceDataset(data, transform="raw", mask_func=mask_func, use_seed=True,
+                           skip_bad=skip_bad)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -24,6 +24,7 @@ HELP = {
                  "else --data itself)",
     "limit_train": "use only the first N training slices",
     "limit_val": "use only the first N validation slices",
+    "skip_bad": "skip unreadable data files (each is logged) instead of stopping",
     "crop": "centre-crop training images to N x N (speed knob; validation uses 320 x 320)",
     "model": "model family: unet | unet-v0 | irim",
     "chans": "U-Net channels of the first level",

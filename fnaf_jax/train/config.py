@@ -39,6 +39,7 @@ class TrainConfig:
     val_split: str | None = None
     limit_train: int | None = None  # use only the first N training slices (smoke runs)
     limit_val: int | None = None  # use only the first N validation slices
+    skip_bad: bool = False  # skip unreadable data files (logged) instead of stopping
     crop: int | None = None  # centre-crop training images to crop x crop (speed knob); None = 320
 
     # model (fastMRI U-Net defaults: chans 32, 4 pools, no dropout)

@@ -126,7 +126,8 @@ def load_split(cfg: TrainConfig, which: str, transform: str):
     from fnaf_jax.data.fastmri import SliceDataset
 
     # No mask function: tasks draw masks themselves, reproducibly (see unet_task).
-    ds = SliceDataset(data_dir(cfg, which), transform=transform, mask_func=None)
+    ds = SliceDataset(data_dir(cfg, which), transform=transform, mask_func=None,
+                      skip_bad=cfg.skip_bad)
     limit = cfg.limit_train if which == "train" else cfg.limit_val
     return Subset(ds, limit) if limit else ds
 
