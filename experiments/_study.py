@@ -33,3 +33,12 @@ def main(doc: str, targets: list[str], show) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def gather_results(layout, preset) -> dict:
+    """The study's collected results (``fnaf_jax.study.results.gather``) at the preset's
+    evaluation accelerations, for every model and attack method."""
+    from fnaf_jax.study import results, stages
+
+    accs = [a for a, _ in stages.eval_accs(preset)]
+    return results.gather(layout, accs, stages.MODELS, stages.METHODS)

@@ -8,14 +8,13 @@ Runs (or reuses) the attack stages of ``fnaf reproduce`` and prints the table.
 
 import sys
 
-from _study import main
+from _study import gather_results, main
 
 
 def show(layout, preset, result):
-    from fnaf_jax.study import results, stages, summary
+    from fnaf_jax.study import summary
 
-    accs = [a for a, _ in stages.eval_accs(preset)]
-    res = results.gather(layout, accs, stages.MODELS, stages.METHODS)
+    res = gather_results(layout, preset)
     print(summary.table3_md(res["table2"]))
 
 
