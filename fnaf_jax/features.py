@@ -137,6 +137,16 @@ def _walk_shape(key, p: int):
     return jnp.concatenate([jnp.zeros((1, 2), jnp.int32), jnp.cumsum(moves, axis=0)])
 
 
+def pinned_prng():
+    """Context under which every draw of the search space is made.
+
+    JAX's ``jax_threefry_partitionable`` flag (whose default changed in JAX 0.5) changes
+    the bits ``split`` and ``uniform`` produce; pinning it here keeps a seed's features
+    the same whatever the user's setting or JAX version (tests/test_features.py).
+    """
+    return jax.threefry_partitionable(True)
+
+
 def sample(key, batch_size: int, k: int, cfg: FeatureConfig = DEFAULT_FEATURES, *, lo=None, hi=None) -> Candidates:
     """Draw ``k`` candidate features for each of ``batch_size`` samples.
 
@@ -146,6 +156,11 @@ def sample(key, batch_size: int, k: int, cfg: FeatureConfig = DEFAULT_FEATURES, 
     """
     if cfg.intensity == "uniform" and (lo is None or hi is None):
         raise ConfigError("features.sample: uniform intensities need lo and hi (min/max of the clean image)")
+    with pinned_prng():
+        return _sample(key, batch_size, k, cfg, lo, hi)
+
+
+def _sample(key, batch_size, k, cfg, lo, hi) -> Candidates:
     p = cfg.num_pixels
     k_shape, k_loc, k_val = jax.random.split(key, 3)
     shape_fn = _aggregate_shape if cfg.shape == "aggregate" else _walk_shape

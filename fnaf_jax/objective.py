@@ -8,6 +8,13 @@ under-sampling: ``U(y + d) = U(y) + U(d)``, with ``U(y)`` computed once per slic
 The loss lives in the z-scored space of the model input: output ``o`` and target
 ``t = y + d`` are both z-scored with the mean and std of ``|U(y + d)|``; ``t`` is clamped
 to [-6, 6] like fastMRI's target, ``o`` is not (it is what the network produced).
+
+``score_controls`` adds, in the same compiled call, the controls that say what a loss
+means (docs/attacks.md, "Controls"): the *no-feature* loss (the same slice, mask and
+region with no feature: background error), the *oracle eraser* loss (the output replaced
+by the clean image: what losing the whole feature costs) and the *feature-lost fraction*
+``||T((o - o0) - (t - y))||^2 / ||T(t - y)||^2``, where ``o0`` is the model's output
+without the feature: 0 for a model that reproduces the target, 1 for the eraser.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,7 +126,7 @@ def forward(recon_fn: ReconFn, batch, candidates: features.Candidates, radius: f
     return {name: value.reshape(b, k, *value.shape[1:]) for name, value in out.items()}
 
 
-def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius):
+def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius, clean_output=None):
     shape = y.shape[-2:]
     d = features.rasterize(cand, shape)[:, 0]  # (n, H, W)
     m = mask[idx]
@@ -127,17 +135,54 @@ def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius):
     mean, std = instance_stats(x)
     output = recon_fn(u, m, None if metadata is None else metadata[idx])
     out_shape = output.shape[-2:]
+    clean = center_crop(y[idx], out_shape)
     target = center_crop(y[idx] + d, out_shape)
     reg = center_crop(features.region(cand, shape, radius)[:, 0], out_shape)
-    return {
+    x_clean = jnp.abs(u_clean[idx])
+    out = {
         "input": normalize(x, mean, std),
         "output": normalize(output, mean, std, clamp=None),
         "target": normalize(target, mean, std),
         "region": reg,
-        "ip": information_preservation(x, jnp.abs(u_clean[idx])),
+        "ip": information_preservation(x, x_clean),
         "mean": mean[..., 0, 0],
         "std": std[..., 0, 0],
     }
+    if clean_output is not None:
+        o0 = clean_output[idx]  # the model's output for the slice without the feature
+        mean0, std0 = instance_stats(x_clean)
+        out["clean"] = normalize(clean, mean, std)
+        out["clean_output"] = normalize(o0, mean, std, clamp=None)
+        # the no-feature control lives in the statistics of the input it was made from
+        out["nofeature_output"] = normalize(o0, mean0, std0, clamp=None)
+        out["nofeature_target"] = normalize(clean, mean0, std0)
+        out["eraser_output"] = normalize(clean, mean, std, clamp=None)
+    return out
+
+
+def lost_fraction(output, clean_output, target, clean, region):
+    """Share of the feature the model lost inside the region, per image (last two axes).
+
+    ``(output - clean_output)`` is the model's response to the feature and ``target -
+    clean`` the feature itself (all z-scored alike): 0 when the response is the feature,
+    1 when there is none (the eraser), above 1 when the response points the other way.
+    NaN where the feature is zero inside the region (nothing to lose).
+    """
+    t = region.astype(output.dtype)
+    feature = target - clean
+    num = (((output - clean_output) - feature) ** 2 * t).sum(axis=(-2, -1))
+    den = (feature**2 * t).sum(axis=(-2, -1))
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
+class Scores(NamedTuple):
+    """Per-candidate scores (B, K) of ``score_controls``."""
+
+    loss: jax.Array  # Eq. 5
+    ip: jax.Array  # information preservation
+    nofeature: jax.Array  # Eq. 5 at the same region with no feature (background error)
+    eraser: jax.Array  # Eq. 5 of the oracle eraser (output = clean image)
+    lost: jax.Array  # feature-lost fraction (0 kept, 1 erased)
 
 
 def score(recon_fn: ReconFn, batch, candidates: features.Candidates, cfg: ObjectiveConfig = ATTACK):
@@ -145,8 +190,46 @@ def score(recon_fn: ReconFn, batch, candidates: features.Candidates, cfg: Object
 
     ``batch``: ``target_raw`` (B,H,W) clean images y, ``mask`` (B,W) column masks (one per
     sample, shared by its K candidates), optional ``metadata`` (B,8). Pure: call it under
-    ``jit`` (``make_scorer``) or inside a jitted training loss.
+    ``jit`` or inside a jitted training loss.
     """
+    def per_image(out):
+        return fnaf_loss(out["output"], out["target"], out["region"], cfg), out["ip"]
+
+    return _score_chunked(recon_fn, batch, candidates, cfg, per_image, None)
+
+
+def clean_outputs(recon_fn: ReconFn, batch) -> jax.Array:
+    """The model's output for each slice without a feature, (B, h, w): the no-feature run."""
+    y, mask, metadata = _batch_arrays(batch)
+    return recon_fn(undersample(y, mask), mask, metadata)
+
+
+def score_controls(recon_fn: ReconFn, batch, candidates: features.Candidates,
+                   cfg: ObjectiveConfig = ATTACK) -> Scores:
+    """``Scores`` of every candidate: Eq. 5, IP and the controls (module docstring).
+
+    The no-feature output is one extra model call per slice (B images beside B*K), taken
+    from ``batch["clean_output"]`` when the caller computed it already (``clean_outputs``).
+    """
+    clean = batch.get("clean_output")
+    if clean is None:
+        clean = clean_outputs(recon_fn, batch)
+
+    def per_image(out):
+        return Scores(
+            loss=fnaf_loss(out["output"], out["target"], out["region"], cfg),
+            ip=out["ip"],
+            nofeature=fnaf_loss(out["nofeature_output"], out["nofeature_target"], out["region"], cfg),
+            eraser=fnaf_loss(out["eraser_output"], out["target"], out["region"], cfg),
+            lost=lost_fraction(out["output"], out["clean_output"], out["target"], out["clean"], out["region"]),
+        )
+
+    return Scores(*_score_chunked(recon_fn, batch, candidates, cfg, per_image, jnp.asarray(clean, jnp.float32)))
+
+
+def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output):
+    """``per_image(forward outputs)`` of all B*K candidates, in chunks of at most
+    ``cfg.max_images_per_call`` images (the same numbers either way), reshaped to (B, K)."""
     y, mask, metadata = _batch_arrays(batch)
     b, k = candidates.location.shape[:2]
     n = b * k
@@ -156,12 +239,12 @@ def score(recon_fn: ReconFn, batch, candidates: features.Candidates, cfg: Object
 
     def chunk(args):
         cidx, ccand = args
-        out = _forward_flat(recon_fn, y, mask, metadata, u_clean, cidx, ccand, cfg.radius)
-        return fnaf_loss(out["output"], out["target"], out["region"], cfg), out["ip"]
+        return per_image(_forward_flat(recon_fn, y, mask, metadata, u_clean, cidx, ccand, cfg.radius,
+                                       clean_output))
 
     size = cfg.max_images_per_call
     if size is None or n <= size:
-        loss, ip = chunk((idx, flat))
+        out = chunk((idx, flat))
     else:
         # Pad to whole chunks with copies of the last image, map over chunks, drop the pad.
         n_chunks = math.ceil(n / size)
@@ -171,25 +254,55 @@ def score(recon_fn: ReconFn, batch, candidates: features.Candidates, cfg: Object
             a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
             return a.reshape(n_chunks, size, *a.shape[1:])
 
-        loss, ip = jax.lax.map(chunk, (split(idx), jax.tree.map(split, flat)))
-        loss, ip = loss.reshape(-1)[:n], ip.reshape(-1)[:n]
-    return loss.reshape(b, k), ip.reshape(b, k)
+        out = jax.lax.map(chunk, (split(idx), jax.tree.map(split, flat)))
+        out = jax.tree.map(lambda a: a.reshape(-1)[:n], out)
+    return tuple(a.reshape(b, k) for a in out)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
 def _score_model(graphdef, state, batch, candidates, cfg):
     from flax import nnx
 
-    return score(nnx.merge(graphdef, state).reconstruct, batch, candidates, cfg)
+    return score_controls(nnx.merge(graphdef, state).reconstruct, batch, candidates, cfg)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "cfg"))
 def _score_fn(fn, batch, candidates, cfg):
-    return score(fn, batch, candidates, cfg)
+    return score_controls(fn, batch, candidates, cfg)
 
 
-def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None):
-    """``scorer(batch, candidates) -> (loss[B,K], ip[B,K])``, jitted, for a model or recon_fn.
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _clean_model(graphdef, state, batch):
+    from flax import nnx
+
+    return clean_outputs(nnx.merge(graphdef, state).reconstruct, batch)
+
+
+@functools.partial(jax.jit, static_argnames="fn")
+def _clean_fn(fn, batch):
+    return clean_outputs(fn, batch)
+
+
+class Scorer:
+    """``scorer(batch, candidates) -> Scores`` (B, K), jitted, for a model or a recon_fn.
+
+    ``scorer.clean_output(batch)`` is the no-feature output of each slice; an attack that
+    scores one batch several times (finite differences) puts it in the batch as
+    ``clean_output`` once, so the control costs one model call per slice in all.
+    """
+
+    def __init__(self, call, clean):
+        self._call, self._clean = call, clean
+
+    def __call__(self, batch, candidates) -> Scores:
+        return self._call(_device_batch(batch), candidates)
+
+    def clean_output(self, batch) -> jax.Array:
+        return self._clean(_device_batch(batch))
+
+
+def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None) -> Scorer:
+    """A jitted ``Scorer`` for an NNX model (its ``.reconstruct``) or a recon_fn.
 
     An NNX model is split so that its weights are jit arguments, not constants baked into
     the program: one compilation per architecture and shape, shared by every checkpoint.
@@ -204,15 +317,18 @@ def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None):
             from fnaf_jax import parallel
 
             state = parallel.replicate(state, mesh)
-        return lambda batch, cand: _score_model(graphdef, state, _device_batch(batch), cand, cfg)
+        return Scorer(lambda batch, cand: _score_model(graphdef, state, batch, cand, cfg),
+                      lambda batch: _clean_model(graphdef, state, batch))
     if not callable(model_or_fn):
         raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn)}")
-    return lambda batch, cand: _score_fn(model_or_fn, _device_batch(batch), cand, cfg)
+    return Scorer(lambda batch, cand: _score_fn(model_or_fn, batch, cand, cfg),
+                  lambda batch: _clean_fn(model_or_fn, batch))
 
 
 def _device_batch(batch):
-    """Only the arrays ``score`` reads (strings and file names stay on the host)."""
+    """Only the arrays the scorer reads (strings and file names stay on the host)."""
     keep = {"target_raw": batch.get("target_raw"), "mask": batch.get("mask")}
-    if batch.get("metadata") is not None:
-        keep["metadata"] = batch["metadata"]
+    for key in ("metadata", "clean_output"):
+        if batch.get(key) is not None:
+            keep[key] = batch[key]
     return keep

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -141,3 +142,31 @@ def test_bad_config_raises_config_error():
         F.FeatureConfig(box_size=400)
     with pytest.raises(ConfigError, match="lo and hi"):
         F.sample(jax.random.key(0), 1, 1, PAPER)
+
+
+def _pinned_draws():
+    from fnaf_jax.attacks.evaluate import slice_key
+    from fnaf_jax.attacks.finite_diff import start_keys
+    from fnaf_jax.attacks.random_search import draw
+
+    y = np.linspace(0, 1, 320 * 320, dtype=np.float32).reshape(1, 320, 320)
+    keys = jnp.stack([slice_key(0, "file1000000.h5", 3)])
+    return draw(keys, y, 3, F.DEFAULT_FEATURES), draw(start_keys(keys), y, 1, F.DEFAULT_FEATURES)
+
+
+@pytest.mark.parametrize("partitionable", [False, True])
+def test_feature_draws_do_not_depend_on_the_threefry_setting(partitionable):
+    """The attack's features for a (seed, file, slice) are pinned: the same under either
+    ``jax_threefry_partitionable`` setting and equal to the recorded draw."""
+    import json
+    from pathlib import Path
+
+    golden = json.loads((Path(__file__).parent / "golden" / "feature_draws.json").read_text())
+    with jax.threefry_partitionable(partitionable):
+        rs, fd = _pinned_draws()
+    for name, cand in (("rs", rs), ("fd", fd)):
+        np.testing.assert_array_equal(np.asarray(cand.offsets), golden[name]["offsets"])
+        np.testing.assert_array_equal(np.asarray(cand.location), golden[name]["location"])
+        np.testing.assert_allclose(np.asarray(cand.values), golden[name]["values"], atol=1e-6)
+    # FD's start is not an RS candidate (independent key streams)
+    assert not any(np.array_equal(np.asarray(fd.offsets[0, 0]), o) for o in np.asarray(rs.offsets[0]))

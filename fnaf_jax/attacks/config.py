@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.features import DEFAULT_FEATURES, Candidates, FeatureConfig
-from fnaf_jax.objective import ATTACK, ObjectiveConfig
+from fnaf_jax.objective import ATTACK, ObjectiveConfig, Scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,7 @@ class AttackResult(NamedTuple):
     """Outcome per sample (leading axis B); ``losses``/``ips``/``locations`` list every point scored."""
 
     worst_loss: jax.Array  # (B,) loss of the chosen candidate
+    index: jax.Array  # (B,) int: which scored candidate was chosen
     ip: jax.Array  # (B,) its information preservation
     accepted: jax.Array  # (B,) bool: some scored candidate had IP >= threshold
     hit: jax.Array  # (B,) bool: accepted and worst_loss > gamma
@@ -50,6 +51,9 @@ class AttackResult(NamedTuple):
     losses: jax.Array  # (B, S)
     ips: jax.Array  # (B, S)
     locations: jax.Array  # (B, S, 2)
+    nofeature: jax.Array  # (B, S) no-feature control at each scored point
+    eraser: jax.Array  # (B, S) oracle eraser loss of each scored feature
+    lost: jax.Array  # (B, S) feature-lost fraction of each scored feature
 
 
 def worst_of_k(loss, ip, ip_threshold: float = 1e-4):
@@ -71,13 +75,15 @@ def take_candidate(candidates: Candidates, index) -> Candidates:
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def summarize(losses, ips, candidates: Candidates, cfg: AttackConfig) -> AttackResult:
+def summarize(scores: Scores, candidates: Candidates, cfg: AttackConfig) -> AttackResult:
     """Pick the worst accepted of all scored ``candidates`` (B, S) and decide hits."""
+    losses, ips = scores.loss, scores.ip
     index, accepted = worst_of_k(losses, ips, cfg.ip_threshold)
     worst = jnp.take_along_axis(losses, index[:, None], axis=1)[:, 0]
     ip = jnp.take_along_axis(ips, index[:, None], axis=1)[:, 0]
     return AttackResult(
         worst_loss=worst,
+        index=index,
         ip=ip,
         accepted=accepted,
         hit=accepted & (worst > cfg.gamma),
@@ -86,4 +92,7 @@ def summarize(losses, ips, candidates: Candidates, cfg: AttackConfig) -> AttackR
         losses=losses,
         ips=ips,
         locations=candidates.location,
+        nofeature=scores.nofeature,
+        eraser=scores.eraser,
+        lost=scores.lost,
     )

@@ -4,8 +4,11 @@ A record (``attack_record``) holds: ``file``, ``slice``, ``method`` ("rs" | "fd"
 ``acceleration``, ``center_fraction``, ``mask_type``, ``mask_seed`` (the file name that
 seeds the column mask, fastMRI's validation convention), ``worst_loss``, ``hit``, ``ip``,
 ``accepted``, ``num_accepted``/``num_scored`` (candidates with IP >= threshold / scored),
-``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...], ``values``}, ``model``,
-``checkpoint``, ``seed``, ``gamma``, ``ip_threshold`` and, for transfer runs,
+``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...], ``values``}, the
+controls of the chosen feature (``nofeature_loss``, ``eraser_loss``, ``lost_fraction``),
+``scored`` (per-candidate lists ``loss``, ``ip``, ``nofeature``, ``eraser``, ``lost`` in
+scoring order, from which the tables derive the control and random-feature rows),
+``model``, ``checkpoint``, ``seed``, ``gamma``, ``ip_threshold`` and, for transfer runs,
 ``transfer_from`` and ``source_model``.
 
 Randomness is per slice (a key folded from the seed and the slice's file/slice name), so
@@ -34,7 +37,7 @@ from fnaf_jax.attacks.config import (
 from fnaf_jax.attacks.finite_diff import finite_diff
 from fnaf_jax.attacks.random_search import random_search
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.features import Candidates
+from fnaf_jax.features import Candidates, pinned_prng
 from fnaf_jax.objective import make_scorer
 
 METHODS = {"rs": random_search, "fd": finite_diff}
@@ -70,7 +73,8 @@ def model_name_for(checkpoint) -> str:
 def slice_key(seed: int, fname: str, slice_num: int) -> jax.Array:
     """PRNG key of one slice: independent of batch composition and order."""
     tag = zlib.crc32(f"{os.path.basename(fname)}/{int(slice_num)}".encode()) & 0x7FFFFFFF
-    return jax.random.fold_in(jax.random.key(seed), tag)
+    with pinned_prng():
+        return jax.random.fold_in(jax.random.key(seed), tag)
 
 
 def file_mask(spec: MaskSpec, fname: str, num_cols: int, _cache: dict = {}) -> np.ndarray:  # noqa: B006
@@ -111,6 +115,7 @@ def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spe
     """The JSON record of sample ``i`` of an attacked batch (see the module docstring)."""
     cand = jax.tree.map(lambda a: np.asarray(a[i, 0]), result.candidate)
     pixels = cand.offsets + cand.location
+    chosen = int(result.index[i])
     return {
         "file": batch["fname"][i],
         "slice": batch["slice_num"][i],
@@ -127,11 +132,27 @@ def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spe
         "num_scored": int(result.losses.shape[1]),
         "location": [int(v) for v in cand.location],
         "feature": {"pixels": pixels.astype(int).tolist(), "values": [float(v) for v in cand.values]},
+        "nofeature_loss": _num(result.nofeature[i, chosen]),
+        "eraser_loss": _num(result.eraser[i, chosen]),
+        "lost_fraction": _num(result.lost[i, chosen]),
+        "scored": {name: [_num(v) for v in np.asarray(getattr(result, field)[i])]
+                   for name, field in SCORED_FIELDS},
         "gamma": cfg.gamma,
         "ip_threshold": cfg.ip_threshold,
         "box_size": cfg.features.box_size,
         **extra,
     }
+
+
+#: per-candidate lists in a record's ``scored``, in scoring order (RS: draw order)
+SCORED_FIELDS = (("loss", "losses"), ("ip", "ips"), ("nofeature", "nofeature"),
+                 ("eraser", "eraser"), ("lost", "lost"))
+
+
+def _num(value) -> float | None:
+    """A float for JSON; NaN (a lost fraction with nothing to lose) becomes null."""
+    value = float(value)
+    return None if np.isnan(value) else value
 
 
 def candidate_from_record(record: dict) -> Candidates:
@@ -187,8 +208,7 @@ def _transfer_attack(sources: dict, cfg: AttackConfig):
         if len(p) != 1:
             raise DataError(f"transfer source mixes feature sizes {sorted(p)}; cannot batch them")
         stacked = jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *cands)
-        losses, ips = score_fn(batch, stacked)
-        return summarize(losses, ips, stacked, cfg)
+        return summarize(score_fn(batch, stacked), stacked, cfg)
 
     return attack
 

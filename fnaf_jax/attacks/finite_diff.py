@@ -23,6 +23,14 @@ from fnaf_jax.attacks.config import (
 )
 from fnaf_jax.attacks.random_search import draw
 
+_FD_STREAM = 0x4644  # "FD": FD's starting feature comes from its own key stream, not RS's
+
+
+def start_keys(keys):
+    """Per-sample keys of FD's starting feature, apart from the RS draw of the same slice."""
+    with features.pinned_prng():
+        return jax.vmap(lambda key: jax.random.fold_in(key, _FD_STREAM))(keys)
+
 
 def _at(base: features.Candidates, points) -> features.Candidates:
     """Copies of each sample's single feature anchored at ``points`` (B, S, 2) (rounded)."""
@@ -65,21 +73,24 @@ def _ascend(base, p, points, losses, cfg: AttackConfig):
 
 def finite_diff(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK) -> AttackResult:
     """Run the FD attack on a batch (one PRNG key per sample); see the module docstring."""
-    base = draw(keys, jnp.asarray(batch["target_raw"], jnp.float32), 1, cfg.features)
+    base = draw(start_keys(keys), jnp.asarray(batch["target_raw"], jnp.float32), 1, cfg.features)
     p = base.location[:, 0].astype(jnp.float32)
-    all_losses, all_ips, all_cands = [], [], []
+    if batch.get("clean_output") is None and hasattr(scorer, "clean_output"):
+        batch = {**batch, "clean_output": scorer.clean_output(batch)}  # one no-feature call, shared
+    all_scores, all_cands = [], []
     for _ in range(cfg.fd_iterations):
         points, cands = _points(base, p, cfg)
-        losses, ips = scorer(batch, cands)
-        all_losses.append(losses), all_ips.append(ips), all_cands.append(cands)
-        p = _ascend(base, p, points, losses, cfg)
+        scores = scorer(batch, cands)
+        all_scores.append(scores), all_cands.append(cands)
+        p = _ascend(base, p, points, scores.loss, cfg)
     cands = _at(base, p[:, None, :])
-    losses, ips = scorer(batch, cands)
-    all_losses.append(losses), all_ips.append(ips), all_cands.append(cands)
-    return _concat_summary(all_losses, all_ips, all_cands, cfg)
+    all_scores.append(scorer(batch, cands)), all_cands.append(cands)
+    return _concat_summary(all_scores, all_cands, cfg)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def _concat_summary(all_losses, all_ips, all_cands, cfg: AttackConfig) -> AttackResult:
-    everything = jax.tree.map(lambda *a: jnp.concatenate(a, axis=1), *all_cands)
-    return summarize(jnp.concatenate(all_losses, 1), jnp.concatenate(all_ips, 1), everything, cfg)
+def _concat_summary(all_scores, all_cands, cfg: AttackConfig) -> AttackResult:
+    def cat(*a):
+        return jnp.concatenate(a, axis=1)
+
+    return summarize(jax.tree.map(cat, *all_scores), jax.tree.map(cat, *all_cands), cfg)

@@ -26,9 +26,8 @@ def draw(keys, images, k: int, cfg: features.FeatureConfig):
 def random_search(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK) -> AttackResult:
     """Score ``cfg.k`` random features per sample; the worst accepted one wins.
 
-    ``scorer(batch, candidates) -> (loss, ip)`` is ``objective.make_scorer(model)``;
+    ``scorer(batch, candidates) -> Scores`` is ``objective.make_scorer(model)``;
     ``keys`` holds one PRNG key per sample (B,).
     """
     candidates = draw(keys, jnp.asarray(batch["target_raw"], jnp.float32), cfg.k, cfg.features)
-    losses, ips = scorer(batch, candidates)
-    return summarize(losses, ips, candidates, cfg)
+    return summarize(scorer(batch, candidates), candidates, cfg)
