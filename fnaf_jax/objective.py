@@ -198,6 +198,17 @@ def score(recon_fn: ReconFn, batch, candidates: features.Candidates, cfg: Object
     return _score_chunked(recon_fn, batch, candidates, cfg, per_image, None)
 
 
+def information_preserved(batch, candidates: features.Candidates) -> jax.Array:
+    """IP (B, K) of every candidate without running a model (FFTs only): what robust
+    training checks before it trains on a feature."""
+    y, mask, _ = _batch_arrays(batch)
+    b, k = candidates.location.shape[:2]
+    d = features.rasterize(candidates, y.shape[-2:])  # (B, K, H, W)
+    u_clean = undersample(y, mask)
+    u = u_clean[:, None] + undersample(d, mask[:, None, :])
+    return information_preservation(jnp.abs(u), jnp.abs(u_clean)[:, None])
+
+
 def clean_outputs(recon_fn: ReconFn, batch) -> jax.Array:
     """The model's output for each slice without a feature, (B, h, w): the no-feature run."""
     y, mask, metadata = _batch_arrays(batch)

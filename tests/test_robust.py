@@ -85,3 +85,43 @@ def test_robust_training_lowers_the_fnaf_loss_on_held_out_features(items):
     clean_mean, robust_mean = float(np.mean(clean_loss)), float(np.mean(robust_loss))
     # Measured: 0.0021 vs 0.0033 (ratio 0.65).
     assert robust_mean < 0.8 * clean_mean, (robust_mean, clean_mean)
+
+
+def _ip_cfg(worst_of, threshold):
+    return types.SimpleNamespace(**vars(_cfg(worst_of)), ip_threshold=threshold)
+
+
+@pytest.mark.parametrize("worst_of", [1, 3])
+def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
+    """With the IP threshold at the median IP of the draws, about half the candidates fail:
+    every feature chosen for training passes (IP computed independently by the attack's
+    scorer), samples with none are masked out, and a threshold no draw passes leaves only
+    the clean loss."""
+    model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
+    probe = RobustTask(UnetTask(), _ip_cfg(worst_of, 0.0))
+    batch = probe.prepare_batch(items[:4], np.random.default_rng(1))
+    fb = probe.fnaf_batch(batch)
+    key = jax.random.key(5)
+    y = np.asarray(fb["target_raw"])
+    lo, hi = F.intensity_range(y)
+    from fnaf_jax.train.robust import SPARES
+
+    n = SPARES if worst_of == 1 else worst_of
+    draws = F.sample(key, 4, n, probe.features, lo=lo, hi=hi)
+    ips = np.asarray(O.score(lambda u, m, md: abs(u), fb, draws)[1])
+    threshold = float(np.median(ips))
+    task = RobustTask(UnetTask(), _ip_cfg(worst_of, threshold))
+    chosen, valid = task.choose_features(model, batch, key)
+    chosen_ip = np.asarray(O.score(lambda u, m, md: abs(u), fb, chosen)[1])[:, 0]
+    valid = np.asarray(valid)
+    np.testing.assert_array_equal(valid, (ips >= threshold).any(-1))
+    assert (chosen_ip[valid] >= threshold).all()
+    if worst_of == 1:  # the first accepted draw, so a rejected first draw was replaced
+        first_ok = np.argmax(ips >= threshold, axis=-1)
+        np.testing.assert_allclose(chosen_ip[valid], ips[valid, first_ok[valid]], rtol=1e-5)
+        assert (ips[:, 0] < threshold).any(), "no first draw was rejected: the test proves nothing"
+
+    none = RobustTask(UnetTask(), _ip_cfg(worst_of, 1e9))
+    total, aux = none.loss(model, batch, key)
+    assert float(aux["fnaf_loss"]) == 0.0 and float(aux["fnaf_rejected"]) == 1.0
+    np.testing.assert_allclose(float(total), float(aux["clean_loss"]), rtol=1e-6)

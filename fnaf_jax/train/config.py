@@ -69,6 +69,7 @@ class TrainConfig:
     worst_of: int = 1  # candidates per sample; 1 = random features (augmentation)
     alpha: float = 1.0  # weight of the whole-image MSE in Eq. 5
     beta: float = 100.0  # weight of the feature-region MSE in Eq. 5
+    ip_threshold: float = 1e-4  # never train on a feature whose IP is below this (paper 4.2)
     init_from: str | None = None  # model checkpoint to start from
 
     # bookkeeping
