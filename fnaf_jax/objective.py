@@ -202,7 +202,6 @@ def information_preserved(batch, candidates: features.Candidates) -> jax.Array:
     """IP (B, K) of every candidate without running a model (FFTs only): what robust
     training checks before it trains on a feature."""
     y, mask, _ = _batch_arrays(batch)
-    b, k = candidates.location.shape[:2]
     d = features.rasterize(candidates, y.shape[-2:])  # (B, K, H, W)
     u_clean = undersample(y, mask)
     u = u_clean[:, None] + undersample(d, mask[:, None, :])
