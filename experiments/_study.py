@@ -41,4 +41,4 @@ def gather_results(layout, preset) -> dict:
     from fnaf_jax.study import results, stages
 
     accs = [a for a, _ in stages.eval_accs(preset)]
-    return results.gather(layout, accs, stages.MODELS, stages.METHODS)
+    return results.gather(layout, accs, [*stages.model_names(preset), stages.BASELINE], stages.METHODS)

@@ -15,13 +15,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from fnaf_jax.attacks.evaluate import read_records
 from fnaf_jax.errors import DataError
-
-# The paper's numbers live with the study code; imported, not copied.
-from fnaf_jax.study.paper import MODEL_NAMES, PUBLISHED
+from fnaf_jax.published import MODEL_NAMES, PUBLISHED
+from fnaf_jax.tabulation import fmt_mean, fmt_rate, summarize_records, transfer_summary
 
 _REQUIRED = ("file", "slice", "method", "acceleration", "worst_loss", "hit", "ip", "accepted")
 
@@ -41,66 +38,42 @@ def load_results(paths) -> list[dict]:
     return records
 
 
-def paper_model(name: str) -> str | None:
-    """The paper's model key ("unet", "robust", "irim") a model name refers to, if any."""
-    low = (name or "").lower()
-    if "robust" in low:
-        return "robust"
-    if "irim" in low or "i-rim" in low:
-        return "irim"
-    if "unet" in low or "u-net" in low:
-        return "unet"
-    return None
-
-
-def summarize_records(records: list[dict]) -> dict:
-    """Counts, attack rate %, mean worst loss, acceptance % and mean IP of one group."""
-    if not records:
-        raise DataError("no attack records to summarize")
-    accepted = np.array([bool(r["accepted"]) for r in records])
-    hits = np.array([bool(r["hit"]) for r in records])
-    worst = np.array([float(r["worst_loss"]) for r in records])
-    ips = np.array([float(r["ip"]) for r in records])
-    n_acc = int(accepted.sum())
-    scored = sum(int(r.get("num_scored", 1)) for r in records)
-    ok = sum(int(r.get("num_accepted", int(bool(r["accepted"])))) for r in records)
-    nan = float("nan")
-    return {
-        "slices": len(records),
-        "accepted": n_acc,
-        "hits": int(hits.sum()),
-        "attack_rate": float(100.0 * hits.sum() / n_acc) if n_acc else nan,
-        "mean_worst_loss": float(worst[accepted].mean()) if n_acc else nan,
-        "acceptance": float(100.0 * ok / scored) if scored else nan,
-        "slice_acceptance": float(100.0 * n_acc / len(records)),
-        "mean_ip": float(ips[accepted].mean()) if n_acc else nan,
-    }
-
-
 def tabulate(records: list[dict]) -> dict:
     """``{"attacks": [row...], "transfer": [row...]}``: one row per (model, acceleration,
-    method) with its summary and the paper's numbers where they apply."""
+    method) with its summary (``fnaf_jax.tabulation``) and, for records whose ``role``
+    is one of the paper's models (set by ``fnaf attack --role``), the paper's numbers."""
     groups: dict = {}
     for r in records:
         kind = "transfer" if r.get("transfer_from") else "attacks"
-        key = (kind, r.get("model", ""), int(r["acceleration"]), r["method"], r.get("source_model", ""))
+        key = (kind, r.get("model", ""), r.get("role") or "", int(r["acceleration"]), r["method"],
+               r.get("source_model", ""), r.get("source_role") or "")
         groups.setdefault(key, []).append(r)
     out = {"attacks": [], "transfer": []}
-    for (kind, model, acc, method, source), recs in sorted(groups.items()):
-        row = {"model": model, "acceleration": acc, "method": method, **summarize_records(recs)}
-        pm = paper_model(model)
+    for (kind, model, role, acc, method, source, source_role), recs in sorted(groups.items()):
+        row = {"model": model, "role": role or None, "acceleration": acc, "method": method}
         if kind == "transfer":
-            row["source_model"] = source
-            if paper_model(source) == "unet" and pm == "irim" and acc == 4:
+            # the source's and the target's own runs, when they are among the inputs
+            def own(name, run_method, _acc=acc):
+                return next((v for k, v in groups.items() if k[0] == "attacks" and k[1] == name
+                             and k[3] == _acc and k[4] == run_method), None)
+
+            row.update(source_model=source, source_role=source_role or None,
+                       **transfer_summary(recs, own(source, method), own(model, "rs")))
+            if source_role == "unet" and role == "irim" and acc == 4:
                 row["paper_attack_rate"] = PUBLISHED["transfer_unet_to_irim"]
         else:
-            paper = PUBLISHED["table2"].get((pm, acc), {})
-            row["paper_attack_rate"] = paper.get(method)
-            row["paper_mean_worst_loss"] = paper.get(f"loss_{method}")
-            row["paper_acceptance_range"] = list(PUBLISHED["table3"]["acceptance_range"])
-            row["paper_mean_ip"] = PUBLISHED["table3"]["mean_ip"]
+            row = attack_row(model, role or None, acc, method, summarize_records(recs))
         out[kind].append(row)
     return out
+
+
+def attack_row(model: str, role: str | None, acc: int, method: str, summary: dict) -> dict:
+    """One Table 2/3 row: the run's summary and, for a paper role, the paper's numbers."""
+    paper = PUBLISHED["table2"].get((role, acc), {})
+    return {"model": model, "role": role, "acceleration": acc, "method": method, **summary,
+            "paper_attack_rate": paper.get(method), "paper_mean_worst_loss": paper.get(f"loss_{method}"),
+            "paper_acceptance_range": list(PUBLISHED["table3"]["acceptance_range"]),
+            "paper_mean_ip": PUBLISHED["table3"]["mean_ip"]}
 
 
 def _f(value, fmt):
@@ -109,44 +82,89 @@ def _f(value, fmt):
     return fmt.format(value)
 
 
-def _name(model: str) -> str:
-    pm = paper_model(model)
-    return f"{model} ({MODEL_NAMES[pm]})" if pm and MODEL_NAMES.get(pm) != model else model
+def _name(row: dict) -> str:
+    role = row.get("role")
+    pretty = MODEL_NAMES.get(role) if role else None
+    return f"{row['model']} ({pretty})" if pretty and pretty != row["model"] else row["model"]
 
 
 def table2_markdown(rows: list[dict]) -> str:
-    header = ("| model | acceleration | method | attack rate % | paper % | mean worst loss | paper loss "
-              "| hits / accepted | slices |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| model | acceleration | method | attack rate [95% CI] (hits / accepted) | paper % "
+              "| mean worst loss [95% CI] | paper loss | feature-lost fraction [95% CI] |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {_name(r['model'])} | {r['acceleration']}x | {r['method'].upper()} | "
-            f"{_f(r['attack_rate'], '{:.2f}')} | {_f(r.get('paper_attack_rate'), '{:.2f}')} | "
-            f"{_f(r['mean_worst_loss'], '{:.3g}')} | {_f(r.get('paper_mean_worst_loss'), '{:.3g}')} | "
-            f"{r['hits']} / {r['accepted']} | {r['slices']} |")
+            f"| {_name(r)} | {r['acceleration']}x | {r['method'].upper()} | {fmt_rate(r['attack_rate'])} | "
+            f"{_f(r.get('paper_attack_rate'), '{:.2f}')} | {fmt_mean(r['mean_worst_loss'])} | "
+            f"{_f(r.get('paper_mean_worst_loss'), '{:.3g}')} | {fmt_mean(r['lost_fraction'], '{:.2f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+CONTROLS_NOTE = (
+    "Same slices, masks and candidate features as the attack. *Oracle eraser*: the rate a model "
+    "that erases every feature (output = clean image) would get; a model can be told from a "
+    "perfect one only where this is high. *No-feature control*: the worst region loss with no "
+    "feature at the scored locations (background reconstruction error alone). *Random feature*: "
+    "the first accepted candidate, not the worst. Feature-lost fraction: 0 kept, 1 erased.")
+
+
+def controls_markdown(rows: list[dict]) -> str:
+    """The rates that say what an attack rate means, beside it (same slices, masks, features)."""
+    lines = [("| model | acceleration | method | attack rate | oracle eraser | no-feature control "
+              "| random feature | random feature lost fraction |"),
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {_name(r)} | {r['acceleration']}x | {r['method'].upper()} | {fmt_rate(r['attack_rate'])} | "
+            f"{fmt_rate(r.get('eraser_rate'))} | {fmt_rate(r.get('nofeature_rate'))} | "
+            f"{fmt_rate(r.get('random_rate'))} | {fmt_mean(r.get('random_lost_fraction'), '{:.2f}')} |")
     return "\n".join(lines) + "\n"
 
 
 def table3_markdown(rows: list[dict]) -> str:
     lo, hi = PUBLISHED["table3"]["acceptance_range"]
-    lines = ["| model | acceleration | method | acceptance % (candidates) | accepted slices % | mean IP |",
-             "|---|---|---|---|---|---|"]
+    lines = [("| model | acceleration | method | acceptance, candidates [95% CI] (accepted / scored) "
+              "| acceptance, chosen worst feature (paper's definition) | mean IP chosen | mean IP random |"),
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {_name(r['model'])} | {r['acceleration']}x | {r['method'].upper()} | "
-                     f"{_f(r['acceptance'], '{:.2f}')} | {_f(r['slice_acceptance'], '{:.2f}')} | "
-                     f"{_f(r['mean_ip'], '{:.3g}')} |")
-    lines.append(f"\nPaper (Table 3): acceptance {lo}-{hi} %, mean IP about {PUBLISHED['table3']['mean_ip']:.0e}.")
+        lines.append(f"| {_name(r)} | {r['acceleration']}x | {r['method'].upper()} | "
+                     f"{fmt_rate(r['acceptance'], 2)} | {fmt_rate(r.get('chosen_acceptance'), 2)} | "
+                     f"{_f(r['mean_ip'], '{:.3g}')} | {_f(r.get('mean_ip_random'), '{:.3g}')} |")
+    lines.append(f"\nPaper (Table 3): acceptance {lo}-{hi} % (Random column 99.82 %, IP 6.4e-4; per-model "
+                 "columns: the chosen worst feature, picked without the filter), mean IP about "
+                 f"{PUBLISHED['table3']['mean_ip']:.0e}.")
     return "\n".join(lines) + "\n"
 
 
 def transfer_markdown(rows: list[dict]) -> str:
-    lines = ["| source model | target model | acceleration | method | attack rate % | paper % | slices |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [("| source model | target model | acceleration | method | transfer rate (hits / accepted) "
+              "| P(target hit given source hit) | target's own rate, random features | paper % |"),
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['source_model']} | {r['model']} | {r['acceleration']}x | {r['method'].upper()} | "
-                     f"{_f(r['attack_rate'], '{:.2f}')} | {_f(r.get('paper_attack_rate'), '{:.2f}')} | "
-                     f"{r['slices']} |")
+                     f"{fmt_rate(r['attack_rate'])} | {fmt_rate(r.get('conditional_rate'))} | "
+                     f"{fmt_rate(r.get('target_random_rate'))} | {_f(r.get('paper_attack_rate'), '{:.2f}')} |")
     return "\n".join(lines) + "\n"
+
+
+TABLE2_COLUMNS = ("model", "role", "acceleration", "method", "slices", "volumes", "accepted", "hits",
+                  "attack_rate", "paper_attack_rate", "mean_worst_loss", "paper_mean_worst_loss",
+                  "lost_fraction", "eraser_rate", "nofeature_rate", "random_rate", "random_lost_fraction")
+TABLE3_COLUMNS = ("model", "role", "acceleration", "method", "acceptance", "chosen_acceptance",
+                  "slice_acceptance", "mean_ip", "mean_ip_random", "paper_mean_ip")
+
+
+def _flat(row: dict) -> dict:
+    """Rates and means as CSV columns: ``attack_rate`` (the value), ``attack_rate_lo`` ..."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            main = value.get("pct", value.get("mean"))
+            out[key] = main
+            out.update({f"{key}_{sub}": v for sub, v in value.items() if sub not in ("pct", "mean")})
+        else:
+            out[key] = value
+    return out
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -169,15 +187,10 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
     tables = tabulate(records)
     attacks, transfer = tables["attacks"], tables["transfer"]
     if attacks:
-        _write_csv(out / "table2.csv", [{k: r[k] for k in ("model", "acceleration", "method", "attack_rate",
-                                                          "paper_attack_rate", "mean_worst_loss",
-                                                          "paper_mean_worst_loss", "hits", "accepted",
-                                                          "slices")} for r in attacks])
-        _write_csv(out / "table3.csv", [{k: r[k] for k in ("model", "acceleration", "method", "acceptance",
-                                                          "slice_acceptance", "mean_ip", "paper_mean_ip")}
-                                        for r in attacks])
+        _write_csv(out / "table2.csv", [_flat({k: r.get(k) for k in TABLE2_COLUMNS}) for r in attacks])
+        _write_csv(out / "table3.csv", [_flat({k: r.get(k) for k in TABLE3_COLUMNS}) for r in attacks])
     if transfer:
-        _write_csv(out / "transfer.csv", transfer)
+        _write_csv(out / "transfer.csv", [_flat(r) for r in transfer])
 
     notes = []
     made = {}
@@ -199,11 +212,14 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
 
     inputs = f"Results: {', '.join(Path(p).name for p in paths)} ({len(records)} attacked slices)."
     intro = ("Attack rate = hits / accepted slices; a hit is an accepted slice whose worst FNAF loss "
-             "exceeds gamma (1e-3 by default). Paper numbers: Cheng, Caliva et al., MIDL 2020, fastMRI "
-             "knee single-coil validation set.")
+             "exceeds gamma (1e-3 by default). Rates carry Wilson 95% intervals and their denominators; "
+             "means a 95% bootstrap interval over volumes. Paper numbers: Cheng, Caliva et al., MIDL 2020, "
+             "fastMRI knee single-coil validation set, shown for rows whose model has a paper role.")
     md = ["# FNAF attack report", "", inputs, "", intro, ""]
     if attacks:
         md += ["## Table 2: attack rate and mean worst loss", "", table2_markdown(attacks),
+               "## Controls: what the attack rate is measured against", "",
+               CONTROLS_NOTE, "", controls_markdown(attacks),
                "## Table 3: information preservation", "", table3_markdown(attacks)]
     if transfer:
         md += ["## Transfer (worst features of one model scored on another)", "", transfer_markdown(transfer)]

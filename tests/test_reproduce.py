@@ -76,7 +76,7 @@ def test_targets_run_only_what_they_need(tmp_path):
 
 
 def test_presets_load_and_bad_presets_are_refused(tmp_path):
-    for name in ("mini", "smoke", "paper"):
+    for name in ("mini", "smoke", "synthetic", "paper"):
         preset = load_preset(name)
         assert preset["attack"]["k"] >= 1 and preset["masks"]["eval"]
     paper = load_preset("paper")
@@ -111,15 +111,23 @@ def test_mini_study_writes_every_artefact(mini_study):
     assert "84.44" in md  # the paper's numbers are printed beside the measured ones
     assert "<table>" in (out / "report.html").read_text()
 
+    for section in ("Controls beside each attack rate", "Paired comparisons", "oracle eraser",
+                    "Can the instrument tell"):
+        assert section in md
     results = json.loads((out / "tables" / "results.json").read_text())
-    for model in ("unet", "robust", "irim"):
+    assert results["table2"]["zero-filled"][str(accs[0])]["rs"]["attack_rate"]["n"] >= 0
+    for model in ("unet", "cleanft", "robust", "irim"):
         for acc in accs:
             t1 = results["table1"][model][str(acc)]
             assert 0.0 < t1["ssim"] <= 1.0 and t1["nmse"] >= 0.0
             for method in ("rs", "fd"):
                 t2 = results["table2"][model][str(acc)][method]
-                assert 0.0 <= t2["attack_rate"] <= 100.0 or np.isnan(t2["attack_rate"])
-                assert 0.0 <= t2["acceptance"] <= 100.0
+                rate = t2["attack_rate"]
+                assert (rate["k"], rate["n"]) == (t2["hits"], t2["accepted"])
+                assert rate["n"] == 0 or 0.0 <= rate["lo"] <= rate["pct"] <= rate["hi"] <= 100.0
+                assert 0.0 <= t2["acceptance"]["pct"] <= 100.0
+                for control in ("eraser_rate", "nofeature_rate", "random_rate", "chosen_acceptance"):
+                    assert t2[control]["n"] in (t2["accepted"], t2["slices"])
                 lines = (out / "attacks" / f"{model}_{acc}x_{method}.jsonl").read_text().splitlines()
                 assert len(lines) == t2["slices"] > 0
                 assert all(isinstance(json.loads(line), dict) for line in lines)
@@ -128,9 +136,11 @@ def test_mini_study_writes_every_artefact(mini_study):
             assert files
             with h5py.File(files[0]) as hf:
                 assert np.isfinite(hf["reconstruction"][()]).all()
+    assert "cleanft-robust" in results["paired"][str(accs[0])]
     for acc in accs:
         assert (out / "attacks" / f"transfer_unet-irim_{acc}x.jsonl").is_file()
-        assert 0.0 <= results["transfer"][str(acc)]["acceptance"] <= 100.0
+        assert 0.0 <= results["transfer"][str(acc)]["acceptance"]["pct"] <= 100.0
+        assert "conditional_rate" in results["transfer"][str(acc)]
 
     t4 = json.loads((out / "tables" / "table4" / "table4.json").read_text())
     assert t4 and all(0.0 < r["ssim"] <= 1.0 for r in t4)  # the synthetic set plants lesions
@@ -160,30 +170,49 @@ def test_mini_study_second_run_skips_every_stage(mini_study, capsys):
 
 
 # ----------------------------------------------------------------------------- findings
-def _row(rate, accepted=100, acceptance=99.5):
-    return {"attack_rate": rate, "accepted": accepted, "acceptance": acceptance}
+def _rate(pct, lo, hi, n=128):
+    return {"k": round(pct * n / 100), "n": n, "pct": pct, "lo": lo, "hi": hi}
 
 
-def test_findings_verdicts_follow_the_numbers():
-    from fnaf_jax.study.paper import findings
+def _diff(mean, lo, hi):
+    return {"n": 128, "mean": mean, "lo": lo, "hi": hi}
 
-    t2 = {"unet": {4: {"rs": _row(84.0), "fd": _row(72.0)}},
-          "robust": {4: {"rs": _row(13.0), "fd": _row(10.0)}},
-          "irim": {4: {"rs": _row(44.0), "fd": _row(35.0)}}}
-    t1 = {"unet": {4: {"ssim": 0.7213}}, "robust": {4: {"ssim": 0.7197}}}
-    results = {"table1": t1, "table2": t2, "transfer": {4: {"attack_rate": 89.0}}}
-    verdicts = [f["holds"] for f in findings(results)]
-    assert verdicts == [True, True, True, True, True]  # the paper's own numbers
 
-    t2["robust"][4]["rs"] = _row(80.0)                      # robust no better
-    t2["unet"][4]["fd"] = _row(90.0)                        # FD beats RS by 6 points of 100
-    t2["irim"][4]["rs"] = _row(95.0, acceptance=80.0)       # i-RIM worse, low acceptance
-    results["transfer"] = {4: {"attack_rate": 20.0}}
-    assert [f["holds"] for f in findings(results)] == [False, False, False, False, False]
+def _pair(gap_lo, gap_hi):
+    return {"rate_difference": _diff((gap_lo + gap_hi) / 2, gap_lo, gap_hi), "mcnemar_p": 0.01,
+            "both_accepted": 128, "lost_fraction_difference": _diff(0.1, 0.05, 0.15),
+            "worst_loss_difference": {**_diff(1e-4, 0.0, 2e-4), "wilcoxon_p": 0.01}}
 
-    t2["unet"][4]["fd"] = _row(90.0, accepted=8)  # with 8 slices one slice is 12.5 points
-    assert findings(results)[1]["holds"] is True
-    assert all(f["holds"] is None for f in findings({}))
+
+def _results(robust_gap, rs_fd_gap, acceptance, irim_gap, irim_ssim, transfer):
+    return {
+        "table1": {},
+        "table2": {"unet": {4: {"rs": {"acceptance": _rate(*acceptance),
+                                       "eraser_rate": _rate(99.0, 96.0, 100.0),
+                                       "nofeature_rate": _rate(1.0, 0.1, 4.0)}}}},
+        "paired": {4: {"cleanft-robust": _pair(*robust_gap), "rs-fd:unet": _pair(*rs_fd_gap),
+                       "unet-irim": _pair(*irim_gap)}},
+        "ssim_difference": {4: {"cleanft-robust": _diff(0.002, 0.0, 0.004), "irim-unet": _diff(*irim_ssim)}},
+        "transfer": {4: {"conditional_rate": _rate(*transfer), "attack_rate": _rate(*transfer)}},
+    }
+
+
+def test_findings_verdicts_are_decided_by_the_intervals():
+    from fnaf_jax.study.paper import findings, instrument_checks
+
+    holds = _results((40, 60), (1, 15), (99.8, 99.6, 99.9), (20, 40), (0.0, 0.01, 0.03, ), (80, 70, 90))
+    holds["ssim_difference"][4]["irim-unet"] = _diff(0.02, 0.01, 0.03)
+    assert [f["verdict"] for f in findings(holds)] == ["holds"] * 5
+    assert [f["verdict"] for f in instrument_checks(holds)] == ["holds"]
+    fails = _results((-5, 5), (-20, -5), (80, 75, 85), (-30, -10), (0.02, 0.01, 0.03), (20, 10, 30))
+    assert [f["verdict"] for f in findings(fails)] == ["does not hold"] * 5
+    unclear = _results((5, 20), (-6, 4), (96, 93, 98), (-5, 10), (0.02, 0.01, 0.03), (55, 40, 70))
+    assert [f["verdict"] for f in findings(unclear)] == ["inconclusive"] * 5
+    # an i-RIM that does not beat the U-Net on SSIM makes finding 4 untestable, whatever the rates
+    untestable = _results((40, 60), (1, 15), (99.8, 99.6, 99.9), (20, 40), (-0.01, -0.02, 0.0), (80, 70, 90))
+    item = findings(untestable)[3]
+    assert item["verdict"] == "inconclusive" and "untestable" in item["why"]
+    assert all(f["verdict"] == "inconclusive" for f in findings({}))
 
 
 def test_paper_preset_needs_data_and_the_released_irim(tmp_path):
@@ -203,7 +232,14 @@ def test_paper_preset_needs_data_and_the_released_irim(tmp_path):
     pt.write_bytes(b"")
     pipeline = build_pipeline(paper, tmp_path / "out", data=tmp_path, irim_checkpoint=pt)
     names = [s.name for s in pipeline.stages]
-    assert "data" not in names and names[:3] == ["train_unet", "train_robust", "train_irim"]
-    robust = pipeline.stages[1].config
-    assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 11, True)
+    assert "data" not in names and names[:5] == ["train_unet", "train_cleanft", "train_robust",
+                                                 "train_robust_wk", "train_irim"]
+    by_name = {s.name: s.config for s in pipeline.stages}
+    robust, clean, wk = by_name["train_robust"], by_name["train_cleanft"], by_name["train_robust_wk"]
+    # the clean fine-tune matches the robust one in everything but the FNAF term
+    assert clean["robust"] is False and "worst_of" not in clean and "beta" not in clean
+    assert {k: v for k, v in robust.items() if k not in ("alpha", "beta", "worst_of", "robust")} == \
+        {k: v for k, v in clean.items() if k != "robust"}
+    assert wk["worst_of"] == 11 and wk["robust"] is True
+    assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 1, True)
     assert robust["init_from"].endswith("models/unet/best")

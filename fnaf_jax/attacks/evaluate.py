@@ -235,7 +235,7 @@ def _shard(batch: dict, keys, mesh):
 
 def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: MaskSpec = DEFAULT_MASK,
                cfg: AttackConfig = DEFAULT_ATTACK, batch_size: int = 8, limit: int | None = None,
-               seed: int = 0, model_name: str = "", checkpoint: str = "",
+               seed: int = 0, model_name: str = "", checkpoint: str = "", role: str | None = None,
                transfer_from=None, progress: bool = True) -> int:
     """Attack the first ``limit`` slices of ``dataset``; append records to ``out_path``.
 
@@ -250,7 +250,7 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
     existing = read_records(out_path) if out_path.is_file() else []
     done = {(r["file"], r["slice"]) for r in existing}
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    extra = {"model": model_name, "checkpoint": checkpoint, "seed": seed}
+    extra = {"model": model_name, "role": role, "checkpoint": checkpoint, "seed": seed}
     attack = METHODS[method]
     sources = None
     if transfer_from is not None:
@@ -258,7 +258,8 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
         first = next(iter(sources.values()), None)
         if first is None:
             raise DataError(f"{transfer_from}: no records to transfer")
-        extra.update(transfer_from=str(transfer_from), source_model=first.get("model", ""))
+        extra.update(transfer_from=str(transfer_from), source_model=first.get("model", ""),
+                     source_role=first.get("role"))
         method = first.get("method", method)
         # Same masks as the source run: its acceleration, centre fraction and mask type.
         spec = MaskSpec(int(first.get("acceleration", spec.acceleration)),

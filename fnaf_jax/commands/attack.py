@@ -18,7 +18,11 @@ def register(subparsers) -> None:
         "(rs) or finite-difference location ascent (fd). Masks are seeded by the file name. "
         "Resumable: slices already in --out are skipped.",
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="model checkpoint folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="model checkpoint folder")
+    source.add_argument("--baseline", choices=("zero-filled",),
+                        help="attack a network-free reconstruction instead: zero-filled = the "
+                        "under-sampled input itself (a control row)")
     p.add_argument("--data", required=True, type=Path, help="folder (or file) of .h5 volumes")
     p.add_argument("--out", required=True, type=Path, help="results file (JSON lines), appended")
     p.add_argument("--method", choices=("rs", "fd"), default="rs", help="attack (default rs)")
@@ -35,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="feature randomness (default 0)")
     p.add_argument("--name", default=None, help="model name in the records (default: the checkpoint folder's name, or the "
                    "training run's for RUN/best and RUN/last)")
+    p.add_argument("--role", choices=("unet", "robust", "irim"), default=None,
+                   help="which of the paper's models this is, so reports put the paper's numbers "
+                   "beside it (default: none)")
     p.add_argument("--transfer-from", type=Path, default=None,
                    help="re-score the worst features of this results file on this model")
     p.add_argument("--pixels", type=int, default=10, help="feature size P (default 10)")
@@ -76,13 +83,18 @@ def run(args) -> int:
     cfg = attack_config(args)
     spec = MaskSpec(args.acceleration, args.center_fraction, args.mask_type)
     spec.mask_func()  # bad mask options fail here, before the model loads
-    model, _ = load_model(args.checkpoint)
-    model.eval()
+    if args.baseline is not None:
+        from fnaf_jax.models.baselines import BASELINES
+
+        model, name, checkpoint = BASELINES[args.baseline], args.baseline, ""
+    else:
+        model, _ = load_model(args.checkpoint)
+        model.eval()
+        name, checkpoint = model_name_for(args.checkpoint), str(args.checkpoint)
     dataset = SliceDataset(args.data, transform="raw", skip_bad=args.skip_bad)
     n = run_attack(model, dataset, args.out, method=args.method, spec=spec, cfg=cfg,
                    batch_size=args.batch_size, limit=args.limit, seed=args.seed,
-                   model_name=args.name or model_name_for(args.checkpoint),
-                   checkpoint=str(args.checkpoint), transfer_from=args.transfer_from,
-                   progress=not args.no_progress)
+                   model_name=args.name or name, checkpoint=checkpoint, role=args.role,
+                   transfer_from=args.transfer_from, progress=not args.no_progress)
     print(f"{n} new records in {args.out}")
     return 0

@@ -28,9 +28,10 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
     from fnaf_jax.study import figures, results, summary
 
     accs = [a for a, _ in st.eval_accs(preset)]
+    models = st.model_names(preset)
 
     def run():
-        res = results.gather(layout, accs, st.MODELS, st.METHODS)
+        res = results.gather(layout, accs, [*models, st.BASELINE], st.METHODS)
         layout.tables.mkdir(parents=True, exist_ok=True)
         (layout.tables / "results.json").write_text(json.dumps(
             {k: {str(m): v for m, v in tree.items()} for k, tree in res.items()},
@@ -51,7 +52,7 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
         summary.write_report(layout.out, res, preset, figs,
                              t4.read_text() if t4.is_file() else None, timings, notes)
 
-    after = [f"attack_{m}" for m in st.MODELS] + ["evaluate", "transfer", "table4"]
+    after = [f"attack_{m}" for m in [*models, st.BASELINE]] + ["evaluate", "transfer", "table4"]
     return Stage("report", run, {"version": 1, "figures": preset.get("figures", {})}, outputs=[],
                  after=after, weight=0.3)
 
@@ -64,8 +65,8 @@ def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotatio
     stages: list[Stage] = []
     if data is None:
         stages.append(st.data_stage(layout, preset))
-    stages.append(st.train_stage(layout, preset, "unet"))
-    stages.append(st.train_stage(layout, preset, "robust"))
+    models = st.model_names(preset)
+    stages += [st.train_stage(layout, preset, m) for m in models if m != "irim"]
     if preset["irim"].get("source", "train") == "convert":
         # checked up front: a missing file should not surface after hours of U-Net training
         if irim_checkpoint is None or not Path(irim_checkpoint).is_file():
@@ -74,9 +75,9 @@ def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotatio
         stages.append(st.convert_irim_stage(layout, Path(irim_checkpoint).absolute()))
     else:
         stages.append(st.train_stage(layout, preset, "irim"))
-    stages += [st.reconstruct_stage(layout, preset, m) for m in st.MODELS]
+    stages += [st.reconstruct_stage(layout, preset, m) for m in models]
     stages.append(st.evaluate_stage(layout, preset))
-    stages += [st.attack_stage(layout, preset, m) for m in st.MODELS]
+    stages += [st.attack_stage(layout, preset, m) for m in [*models, st.BASELINE]]
     stages.append(st.transfer_stage(layout, preset))
     stages.append(st.table4_stage(layout, preset, Path(annotations) if annotations else None))
     ref: list = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnaf_jax.study.paper import MODEL_NAMES
+from fnaf_jax.published import MODEL_NAMES
 
 ZOOM = 48  # side of the zoomed window around a feature
 
@@ -82,12 +82,13 @@ def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robus
 
 def make_figures(layout, preset, accs) -> dict[str, list[str]]:
     """All figures; returns {"figure1": [paths relative to the study folder], ...}."""
-    from fnaf_jax.study.stages import METHODS, MODELS, run_verb
+    from fnaf_jax.study.stages import BASELINE, METHODS, model_names, run_verb
 
     found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": []}
     n_examples = int(preset.get("figures", {}).get("examples", 4))
     for acc in accs:
-        files = [layout.attack(m, acc, k) for m in MODELS for k in METHODS] + [layout.transfer(acc)]
+        models = [*model_names(preset), BASELINE]
+        files = [layout.attack(m, acc, k) for m in models for k in METHODS] + [layout.transfer(acc)]
         files = [f for f in files if f.is_file()]
         if not files:
             continue

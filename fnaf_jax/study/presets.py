@@ -1,5 +1,5 @@
-"""Study presets: JSON files under ``experiments/presets/`` (``mini``, ``smoke``, ``paper``)
-or any JSON file with the same sections."""
+"""Study presets: JSON files shipped in the package (``fnaf_jax/study/preset_files/``:
+``mini``, ``smoke``, ``synthetic``, ``paper``) or any JSON file with the same sections."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fnaf_jax.errors import ConfigError
 
-# experiments/ sits beside the package in the source tree (editable installs).
-PRESET_DIR = Path(__file__).resolve().parents[2] / "experiments" / "presets"
+# inside the package, so a plain (non-editable) install can run them
+PRESET_DIR = Path(__file__).resolve().parent / "preset_files"
 SECTIONS = ("data", "masks", "unet", "robust", "irim", "attack")
 
 
@@ -18,7 +18,7 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name_or_path) -> dict:
-    """The preset called ``name`` (``experiments/presets/NAME.json``) or the JSON at a path."""
+    """The preset called ``name`` (``preset_files/NAME.json``) or the JSON at a path."""
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith(".json") or path.is_file()):

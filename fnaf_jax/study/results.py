@@ -1,9 +1,12 @@
 """Gather the measured numbers of a study from its stages' output files.
 
-- Table 1 from ``metrics/MODEL_ACCx/metrics.json`` (``fnaf evaluate --out``);
-- Tables 2 and 3 and the transfer rates from the attack JSONL files (one line per
-  attacked slice), tabulated by ``fnaf_jax.report.summarize_records`` (SPEC 3: attack
-  rate = hits / accepted slices; acceptance = accepted candidates / scored candidates).
+- Table 1 from ``metrics/MODEL_ACCx/metrics.json`` (``fnaf evaluate --out``), with the
+  per-volume SSIM kept for paired differences;
+- Tables 2 and 3 from the attack JSONL files (``fnaf_jax.tabulation.summarize_records``,
+  the same tabulation as ``fnaf report``);
+- paired comparisons (``tabulation.paired``) of the models the findings compare, on the
+  same slices and, with one seed, the same candidate features;
+- transfer rates with P(target hit | source hit) (``tabulation.transfer_summary``).
 """
 
 from __future__ import annotations
@@ -11,34 +14,52 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from fnaf_jax.errors import DataError
+from fnaf_jax.tabulation import mean_ci, paired, summarize_records, transfer_summary
+
+#: model pairs the findings compare (first - second)
+PAIRS = (("unet", "robust"), ("cleanft", "robust"), ("unet", "cleanft"), ("robust", "robust_wk"),
+         ("unet", "irim"))
+#: per-volume SSIM differences (first - second)
+SSIM_PAIRS = (("unet", "robust"), ("cleanft", "robust"), ("irim", "unet"))
 
 
-def summarize_file(path) -> dict:
-    """Table 2/3 numbers of one attack results file (``fnaf_jax.report``'s tabulation, so
-    the study's tables agree with ``fnaf report``)."""
+def _records(path) -> list[dict]:
     from fnaf_jax.attacks.evaluate import read_records
-    from fnaf_jax.report import summarize_records
 
     records = read_records(path)
     if not records:
         raise DataError(f"{path}: no attack records")
-    return summarize_records(records)
+    return records
 
 
 def table1(metrics_json) -> dict:
     path = Path(metrics_json)
     try:
-        groups = json.loads(path.read_text())["groups"]["all"]
+        payload = json.loads(path.read_text())
+        groups = payload["groups"]["all"]
     except (OSError, KeyError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read fnaf evaluate's metrics ({exc})") from None
+    per_volume = {v["fname"]: v.get("ssim") for v in payload.get("volumes", []) if "fname" in v}
     return {"ssim": groups["ssim"]["mean"], "nmse": groups["nmse"]["mean"],
-            "psnr": groups["psnr"]["mean"], "volumes": groups["ssim"]["n"]}
+            "psnr": groups["psnr"]["mean"], "volumes": groups["ssim"]["n"], "per_volume_ssim": per_volume}
+
+
+def ssim_difference(first: dict, second: dict) -> dict | None:
+    """Mean per-volume SSIM(first) - SSIM(second) with a bootstrap interval over volumes."""
+    a, b = first.get("per_volume_ssim") or {}, second.get("per_volume_ssim") or {}
+    names = sorted(n for n in a if n in b and a[n] is not None and b[n] is not None)
+    if not names:
+        return None
+    return mean_ci(np.array([a[n] - b[n] for n in names]), names)
 
 
 def gather(layout, accs, models, methods) -> dict:
     """The ``results`` dict of ``fnaf_jax.study.paper``."""
-    results: dict = {"table1": {}, "table2": {}, "transfer": {}}
+    results: dict = {"table1": {}, "table2": {}, "transfer": {}, "paired": {}, "ssim_difference": {}}
+    records: dict = {}
     for model in models:
         for acc in accs:
             metrics = layout.metrics(model, acc) / "metrics.json"
@@ -47,12 +68,24 @@ def gather(layout, accs, models, methods) -> dict:
             for method in methods:
                 path = layout.attack(model, acc, method)
                 if path.is_file():
-                    results["table2"].setdefault(model, {}).setdefault(acc, {})[method] = summarize_file(path)
+                    records[(model, acc, method)] = recs = _records(path)
+                    results["table2"].setdefault(model, {}).setdefault(acc, {})[method] = summarize_records(recs)
     for acc in accs:
+        pairs = results["paired"].setdefault(acc, {})
+        for first, second in PAIRS:
+            if (first, acc, "rs") in records and (second, acc, "rs") in records:
+                pairs[f"{first}-{second}"] = paired(records[(first, acc, "rs")], records[(second, acc, "rs")])
+        for model in models:
+            if (model, acc, "rs") in records and (model, acc, "fd") in records:
+                pairs[f"rs-fd:{model}"] = paired(records[(model, acc, "rs")], records[(model, acc, "fd")])
+        diffs = results["ssim_difference"].setdefault(acc, {})
+        for first, second in SSIM_PAIRS:
+            t1a = results["table1"].get(first, {}).get(acc)
+            t1b = results["table1"].get(second, {}).get(acc)
+            if t1a and t1b and (d := ssim_difference(t1a, t1b)):
+                diffs[f"{first}-{second}"] = d
         path = layout.transfer(acc)
         if path.is_file():
-            summary = summarize_file(path)
-            summary["source_rate"] = results["table2"].get("unet", {}).get(acc, {}).get("rs", {}).get("attack_rate")
-            summary["target_rate"] = results["table2"].get("irim", {}).get(acc, {}).get("rs", {}).get("attack_rate")
-            results["transfer"][acc] = summary
+            results["transfer"][acc] = transfer_summary(_records(path), records.get(("unet", acc, "rs")),
+                                                        records.get(("irim", acc, "rs")))
     return results

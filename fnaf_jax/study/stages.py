@@ -23,11 +23,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.study.paper import MODEL_NAMES
+from fnaf_jax.published import MODEL_NAMES
 from fnaf_jax.study.pipeline import Stage, StageError
 
-MODELS = ("unet", "robust", "irim")
 METHODS = ("rs", "fd")
+#: the paper's role of each study model (reports put the paper's numbers beside these)
+ROLES = {"unet": "unet", "robust": "robust", "irim": "irim"}
+FINE_TUNES = ("cleanft", "robust", "robust_wk")  # all start from the trained U-Net
+BASELINE = "zero-filled"  # the under-sampled input as the output: attacked, never trained
+_FNAF_KEYS = ("alpha", "beta", "worst_of", "ip_threshold")
+
+
+def model_names(preset: dict) -> list[str]:
+    """The trained models of a study: the U-Net, the budget-matched clean fine-tune (unless
+    ``clean_finetune`` is false), the FNAF-robust U-Net (paper mode), the worst-of-k variant
+    (when the preset has ``robust_wk``) and the i-RIM."""
+    names = ["unet"]
+    if preset.get("clean_finetune", True):
+        names.append("cleanft")
+    names.append("robust")
+    if preset.get("robust_wk"):
+        names.append("robust_wk")
+    return [*names, "irim"]
+
+
+def model_section(preset: dict, model: str) -> dict:
+    """Training options of one model: the clean fine-tune is the robust section without
+    the FNAF term (same epochs, learning rate, batch and data); worst-of-k overrides it."""
+    if model == "cleanft":
+        return {k: v for k, v in preset["robust"].items() if k not in _FNAF_KEYS}
+    if model == "robust_wk":
+        return {**preset["robust"], **preset["robust_wk"]}
+    return preset[model]
 
 
 def run_verb(argv: list[str]) -> None:
@@ -152,13 +179,12 @@ def _train_options(layout: Layout, preset: dict, section: dict) -> dict:
 
 
 def train_stage(layout: Layout, preset: dict, model: str) -> Stage:
-    """U-Net (``unet``), FNAF-robust U-Net fine-tuned from it (``robust``), or a small
-    i-RIM trained from scratch (``irim`` with source "train")."""
-    section = {"unet": preset["unet"], "robust": preset["robust"], "irim": preset["irim"]}[model]
-    opts = _train_options(layout, preset, section)
+    """U-Net (``unet``), a fine-tune of it (``FINE_TUNES``: clean, FNAF-robust, worst-of-k),
+    or a small i-RIM trained from scratch (``irim`` with source "train")."""
+    opts = _train_options(layout, preset, model_section(preset, model))
     after = []
-    if model == "robust":
-        opts["robust"] = True
+    if model in FINE_TUNES:
+        opts["robust"] = model != "cleanft"
         opts["init_from"] = layout.checkpoint("unet")
         # the architecture is the U-Net's
         for key in ("chans", "num_pools", "drop_prob"):
@@ -177,7 +203,7 @@ def train_stage(layout: Layout, preset: dict, model: str) -> Stage:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in opts.items()}
     return Stage(f"train_{model}", run, config, outputs=[workdir],
                  after=["data", *after] if preset.get("_synthetic") else after,
-                 weight={"unet": 3, "robust": 3, "irim": 3}[model])
+                 weight=3)
 
 
 def convert_irim_stage(layout: Layout, irim_pt: Path | None) -> Stage:
@@ -213,14 +239,14 @@ def evaluate_stage(layout: Layout, preset: dict) -> Stage:
     accs = eval_accs(preset)
 
     def run():
-        for model in MODELS:
+        for model in model_names(preset):
             for acc, _ in accs:
                 run_verb(["evaluate", "--target", layout.val_dir,
                           "--predictions", layout.recon(model, acc),
                           "--out", layout.metrics(model, acc)])
 
     return Stage("evaluate", run, {"accs": accs}, outputs=[layout.out / "metrics"],
-                 after=[f"reconstruct_{m}" for m in MODELS], weight=0.3)
+                 after=[f"reconstruct_{m}" for m in model_names(preset)], weight=0.3)
 
 
 def attack_options(preset: dict) -> dict:
@@ -232,19 +258,26 @@ def attack_options(preset: dict) -> dict:
 
 
 def attack_stage(layout: Layout, preset: dict, model: str) -> Stage:
+    """RS and FD on a trained model, or RS on the zero-filled baseline (``BASELINE``)."""
     accs, opts = eval_accs(preset), attack_options(preset)
+    methods = ("rs",) if model == BASELINE else METHODS
+    source = ["--baseline", BASELINE] if model == BASELINE else ["--checkpoint", layout.checkpoint(model)]
+    role = ["--role", ROLES[model]] if model in ROLES else []
 
     def run():
         for acc, cf in accs:
-            for method in METHODS:
-                run_verb(["attack", "--checkpoint", layout.checkpoint(model),
-                          "--data", layout.val_dir, "--method", method,
-                          "--out", layout.attack(model, acc, method), "--name", model,
+            for method in methods:
+                run_verb(["attack", *source, "--data", layout.val_dir, "--method", method,
+                          "--out", layout.attack(model, acc, method), "--name", model, *role,
                           "--acceleration", acc, "--center-fraction", cf, *flags(opts)])
 
-    return Stage(f"attack_{model}", run, {"accs": accs, "attack": opts},
-                 outputs=[layout.attack(model, a, m) for a, _ in accs for m in METHODS],
-                 after=[f"train_{model}"], weight=2 if model == "irim" else 1)
+    if model == BASELINE:
+        after = ["data"] if preset.get("_synthetic") else []
+    else:
+        after = [f"train_{model}"]
+    return Stage(f"attack_{model}", run, {"accs": accs, "attack": opts, "role": role},
+                 outputs=[layout.attack(model, a, m) for a, _ in accs for m in methods],
+                 after=after, weight={"irim": 2, BASELINE: 0.3}.get(model, 1))
 
 
 def transfer_stage(layout: Layout, preset: dict) -> Stage:
@@ -280,12 +313,12 @@ def table4_stage(layout: Layout, preset: dict, annotations: Path | None) -> Stag
         anns = read_annotations(table)
         scores, names = [], []
         for acc, _ in accs:
-            for model in MODELS:
-                name = f"{MODEL_NAMES[model]} {acc}x"
+            for model in model_names(preset):
+                name = f"{MODEL_NAMES.get(model, model)} {acc}x"
                 names.append(name)
                 scores += score_model(name, layout.val_dir, layout.recon(model, acc), anns)
         write_table4(scores, out, names)
 
     return Stage("table4", run, {"annotations": str(table), "accs": accs},
                  outputs=[layout.tables / "table4"],
-                 after=[f"reconstruct_{m}" for m in MODELS], weight=0.2)
+                 after=[f"reconstruct_{m}" for m in model_names(preset)], weight=0.2)

@@ -7,9 +7,18 @@ import html
 import re
 from pathlib import Path
 
-from fnaf_jax.study.paper import MODEL_NAMES, PUBLISHED, findings
+from fnaf_jax.published import MODEL_NAMES, PUBLISHED
+from fnaf_jax.report import (
+    CONTROLS_NOTE,
+    controls_markdown,
+    table2_markdown,
+    table3_markdown,
+    transfer_markdown,
+)
+from fnaf_jax.study.paper import findings, instrument_checks
+from fnaf_jax.tabulation import fmt_mean
 
-MODEL_ORDER = ("unet", "robust", "irim")
+MODEL_ORDER = ("unet", "cleanft", "robust", "robust_wk", "irim", "zero-filled")
 
 
 def _f(value, fmt="{:.4f}"):
@@ -33,62 +42,56 @@ def table1_md(t1: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table2_md(t2: dict) -> str:
-    lines = [("| model | acceleration | attack rate RS % | attack rate FD % | mean worst loss RS | "
-             "mean worst loss FD | slices | paper RS / FD % | paper loss RS |"),
-             "|---|---|---|---|---|---|---|---|---|"]
-    for model in _models(t2):
-        for acc in sorted(t2[model]):
-            rs, fd = t2[model][acc].get("rs", {}), t2[model][acc].get("fd", {})
-            paper = PUBLISHED["table2"].get((model, acc), {})
-            ptxt = f"{paper['rs']:.2f} / {paper['fd']:.2f}" if paper else "-"
-            lines.append(
-                f"| {MODEL_NAMES.get(model, model)} | {acc}x | {_f(rs.get('attack_rate'), '{:.2f}')} | "
-                f"{_f(fd.get('attack_rate'), '{:.2f}')} | {_f(rs.get('mean_worst_loss'), '{:.3g}')} | "
-                f"{_f(fd.get('mean_worst_loss'), '{:.3g}')} | {rs.get('slices', fd.get('slices', '-'))} | "
-                f"{ptxt} | {_f(paper.get('loss_rs'), '{:.3g}')} |")
-    return "\n".join(lines) + "\n"
+def attack_rows(t2: dict) -> list[dict]:
+    """Table 2/3 rows of the study's models, in display order, with the paper's numbers."""
+    from fnaf_jax.report import attack_row
+    from fnaf_jax.study.stages import ROLES
+
+    return [attack_row(MODEL_NAMES.get(model, model), ROLES.get(model), acc, method, t2[model][acc][method])
+            for model in _models(t2) for acc in sorted(t2[model]) for method in ("rs", "fd")
+            if method in t2[model][acc]]
 
 
-def table3_md(t2: dict) -> str:
-    lo, hi = PUBLISHED["table3"]["acceptance_range"]
-    lines = ["| model | acceleration | method | acceptance % | mean IP |", "|---|---|---|---|---|"]
-    for model in _models(t2):
-        for acc in sorted(t2[model]):
-            for method in ("rs", "fd"):
-                r = t2[model][acc].get(method)
-                if r:
-                    lines.append(f"| {MODEL_NAMES.get(model, model)} | {acc}x | {method.upper()} | "
-                                 f"{_f(r.get('acceptance'), '{:.2f}')} | {_f(r.get('mean_ip'), '{:.3g}')} |")
-    lines.append(f"\nPaper: acceptance {lo}-{hi}%, mean IP about {PUBLISHED['table3']['mean_ip']:.0e}.")
-    return "\n".join(lines) + "\n"
+def transfer_rows(transfer: dict) -> list[dict]:
+    return [{"model": MODEL_NAMES["irim"], "source_model": MODEL_NAMES["unet"], "acceleration": acc,
+             "method": "rs", **transfer[acc],
+             "paper_attack_rate": PUBLISHED["transfer_unet_to_irim"] if acc == 4 else None}
+            for acc in sorted(transfer)]
 
 
-def transfer_md(transfer: dict) -> str:
-    lines = [("| acceleration | source | target | transfer attack rate % | source's own rate % | "
-             "target's own rate % | mean worst loss | paper % |"),
-             "|---|---|---|---|---|---|---|---|"]
-    for acc in sorted(transfer):
-        r = transfer[acc]
-        paper = PUBLISHED["transfer_unet_to_irim"] if acc == 4 else None
-        lines.append(f"| {acc}x | U-Net | i-RIM | {_f(r.get('attack_rate'), '{:.2f}')} | "
-                     f"{_f(r.get('source_rate'), '{:.2f}')} | {_f(r.get('target_rate'), '{:.2f}')} | "
-                     f"{_f(r.get('mean_worst_loss'), '{:.3g}')} | {_f(paper, '{:.2f}')} |")
+def paired_md(paired: dict) -> str:
+    lines = [("| acceleration | comparison (A - B) | paired slices (volumes) | attack rate A - B, points "
+              "[95% CI] | hits only A / only B (McNemar p) | worst loss A - B [95% CI] (Wilcoxon p) "
+              "| feature-lost fraction A - B [95% CI] (Wilcoxon p) |"),
+             "|---|---|---|---|---|---|---|"]
+    for acc in sorted(paired):
+        for key, p in paired[acc].items():
+            if key.startswith("rs-fd:"):
+                name = f"{MODEL_NAMES.get(key[6:], key[6:])}: RS - FD"
+            else:
+                a, b = key.split("-", 1)
+                name = f"{MODEL_NAMES.get(a, a)} - {MODEL_NAMES.get(b, b)}"
+            wl, lf = p["worst_loss_difference"], p["lost_fraction_difference"]
+            lines.append(f"| {acc}x | {name} | {p['both_accepted']} ({p['volumes']}) | "
+                         f"{fmt_mean(p['rate_difference'], '{:+.1f}')} | {p['only_first_hit']} / "
+                         f"{p['only_second_hit']} ({p['mcnemar_p']:.2g}) | {fmt_mean(wl, '{:+.2g}')} "
+                         f"({wl['wilcoxon_p']:.2g}) | {fmt_mean(lf, '{:+.3f}')} ({lf['wilcoxon_p']:.2g}) |")
     return "\n".join(lines) + "\n"
 
 
 def findings_md(items: list[dict]) -> str:
     lines = []
     for item in items:
-        verdict = {True: "**holds**", False: "**does not hold**", None: "**not measured**"}[item["holds"]]
-        lines.append(f"- {verdict}: {item['finding']}.  \n  Measured: {item['evidence']}.  "
-                     f"\n  Paper: {item['paper']}.")
+        why = f"  \n  Why: {item['why']}." if item.get("why") else ""
+        lines.append(f"- **{item['verdict']}**: {item['finding']}.  \n  Measured: {item['evidence']}.  "
+                     f"\n  Paper: {item['paper']}.{why}")
     return "\n".join(lines) + "\n"
 
 
 def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
                    table4_md: str | None, timings: dict[str, float], notes: list[str]) -> str:
     items = findings(results)
+    rows = attack_rows(results.get("table2", {}))
     parts = [
         f"# FNAF study: preset `{preset.get('name')}`\n",
         f"{preset.get('description', '')}\n",
@@ -97,14 +100,22 @@ def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
         "(MIDL 2020). Paper numbers are from fastMRI knee single-coil validation data; "
         "measured numbers are from the data and models of this run, so they agree only "
         "when the preset is `paper`.\n"),
+        ("Every rate shows its 95% interval (Wilson) and its denominator; means and paired "
+         "differences a 95% bootstrap interval over volumes. A finding *holds* when its whole "
+         "interval clears the stated threshold, *does not hold* when the interval lies wholly on "
+         "the other side, and is *inconclusive* otherwise.\n"),
+        "## Can the instrument tell an eraser from a perfect model?\n", findings_md(instrument_checks(results)),
         "## Does each finding hold?\n", findings_md(items),
         "## Table 1: reconstruction quality (fastMRI metrics, validation volumes)\n",
         table1_md(results.get("table1", {})),
-        "## Table 2: FNAF attack rate (hits / accepted samples, gamma = 1e-3)\n",
-        table2_md(results.get("table2", {})),
-        "## Table 3: information preservation\n", table3_md(results.get("table2", {})),
+        "## Table 2: FNAF attack rate (hits / accepted slices, gamma = 1e-3)\n",
+        table2_markdown(rows),
+        "## Controls beside each attack rate\n", CONTROLS_NOTE + "\n", controls_markdown(rows),
+        "## Paired comparisons (same slices, masks and candidate features)\n",
+        paired_md(results.get("paired", {})),
+        "## Table 3: information preservation\n", table3_markdown(rows),
         "## Transfer (Section 4.7): worst U-Net features scored on the i-RIM\n",
-        transfer_md(results.get("transfer", {})),
+        transfer_markdown(transfer_rows(results.get("transfer", {}))),
         "## Table 4: real abnormalities (region NMSE / SSIM inside annotated boxes)\n",
         ("Region NMSE and SSIM (the SSIM map averaged inside each box) per label, on the annotated "
         "validation slices (`fnaf_jax.abnormalities`); no published numbers are compared here.\n"),
