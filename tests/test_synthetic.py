@@ -112,13 +112,14 @@ def _kspace_noise_sigma(kspace):
 
 
 def test_contrasts_and_snr(synthetic_dir):
-    # FS volumes: darker overall (fat and marrow suppressed) and a lower SNR.
+    # FS volumes: darker overall (fat and marrow suppressed: a lower median signal in the
+    # same scanner units) and a lower SNR.
     stats = {}
     for name in ("file1000001.h5", "file1000002.h5"):
         with h5py.File(synthetic_dir / name) as f:
             target, k = f["reconstruction_esc"][()], f["kspace"][()]
             stats[f.attrs["acquisition"]] = (
-                float(np.median(target) / target.max()),
+                float(np.median(target)),
                 float(target.max() / _kspace_noise_sigma(k)),
             )
     (pd_median, pd_snr), (fs_median, fs_snr) = stats["CORPD_FBK"], stats["CORPDFS_FBK"]
@@ -131,7 +132,8 @@ def test_contrasts_and_snr(synthetic_dir):
 def test_slices_change_through_the_volume(synthetic_dir):
     with h5py.File(synthetic_dir / "file1000001.h5") as f:
         target = f["reconstruction_esc"][()]
-    first, last = target[0] / target.max(), target[-1] / target.max()
+    scale = np.percentile(target, 99)  # not the max: the coil's hot spots set it
+    first, last = target[0] / scale, target[-1] / scale
     # Anterior and posterior slices cut different parts of the condyles.
     assert np.mean(np.abs(first - last) > 0.2) > 0.03
 
