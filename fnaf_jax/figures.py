@@ -61,37 +61,80 @@ def ip_vs_loss(records, path) -> dict | None:
     return {"file": Path(path).name, "pearson_r": r_all, "n": len(recs)}
 
 
-def location_heatmaps(records, path, image_size: int = 320) -> dict | None:
-    """Figure 3: per model, where the worst features (their centroids, in 12 x 12 bins of the
-    central box) lie: hits, or all accepted slices when a model has no hit."""
+def display_name(record: dict) -> str:
+    """A model's name for figures: the paper's name for its role, else its own."""
+    from fnaf_jax.published import MODEL_NAMES
+
+    model = record.get("model", "")
+    return MODEL_NAMES.get(record.get("role") or model, model)
+
+
+def location_heatmaps(records, path, image_size: int = 320, underlay=None) -> dict | None:
+    """Figure 3: per model, where the worst features lie in the central box: each accepted
+    slice's worst feature (its centroid) as a filled dot (hit) or a cross (miss), coloured
+    by its loss on one shared log scale, over ``underlay`` (a mean clean image) if given."""
+    from matplotlib.colors import LogNorm
+
     recs = [r for r in _attack_records(records) if r["accepted"] and "feature" in r]
-    models = sorted({r.get("model", "") for r in recs})
-    if not models:
+    names = list(dict.fromkeys(display_name(r) for r in recs))
+    if not names:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
-    stats = {}
-    for ax, model in zip(axes[0], models, strict=True):
-        mine = [r for r in recs if r.get("model", "") == model]
-        hits = [r for r in mine if r["hit"]]
-        used = hits or mine
-        box = int(used[0].get("box_size", 120))
-        first = (image_size - box) // 2
-        n_bins = 12  # coarse bins: a few hundred slices still give a readable map
-        heat = np.zeros((n_bins, n_bins))
-        for r in used:
-            row, col = np.mean(r["feature"]["pixels"], axis=0)
-            i, j = int((row - first) * n_bins // box), int((col - first) * n_bins // box)
-            if 0 <= i < n_bins and 0 <= j < n_bins:
-                heat[i, j] += 1
-        im = ax.imshow(heat, cmap="magma", extent=(first - 0.5, first + box - 0.5, first + box - 0.5, first - 0.5))
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        ax.set_title(f"{model}: {'hits' if hits else 'accepted'} (n={len(used)})", fontsize=8)
-        stats[model] = {"n": len(used), "hits_only": bool(hits)}
-    fig.tight_layout()
+    box = int(recs[0].get("box_size", 120))
+    first = (image_size - box) // 2
+    losses = np.array([max(float(r["worst_loss"]), 1e-8) for r in recs])
+    norm = LogNorm(vmin=losses.min(), vmax=max(losses.max(), losses.min() * 1.01))
+    gamma = float(recs[0].get("gamma", 1e-3))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names) + 1.0, 3.4), squeeze=False,
+                             layout="constrained")
+    stats, scatter = {}, None
+    extent = (first - 0.5, first + box - 0.5, first + box - 0.5, first - 0.5)
+    for ax, name in zip(axes[0], names, strict=True):
+        mine = [r for r in recs if display_name(r) == name]
+        if underlay is not None:
+            ax.imshow(np.asarray(underlay)[first:first + box, first:first + box], cmap="gray", extent=extent)
+        for hit, marker in ((True, "o"), (False, "x")):
+            sel = [r for r in mine if bool(r["hit"]) == hit]
+            if not sel:
+                continue
+            centre = np.array([np.mean(r["feature"]["pixels"], axis=0) for r in sel])
+            scatter = ax.scatter(centre[:, 1], centre[:, 0], c=[max(float(r["worst_loss"]), 1e-8) for r in sel],
+                                 cmap="plasma", norm=norm, marker=marker, s=18, linewidths=1.0,
+                                 label="hit" if hit else "miss")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        hits = sum(bool(r["hit"]) for r in mine)
+        ax.set_title(f"{name}\n{hits} hits / {len(mine)} accepted slices", fontsize=8)
+        ax.set_xlabel("column (pixels)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        stats[name] = {"n": len(mine), "hits": hits}
+    axes[0, 0].set_ylabel("row (pixels)", fontsize=7)
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    if scatter is not None:
+        bar = fig.colorbar(scatter, ax=axes[0].tolist(), fraction=0.04)
+        bar.set_label(f"worst FNAF loss (hit above gamma = {gamma:g})", fontsize=7)
+        bar.ax.axhline(gamma, color="white", lw=1.0)
+        bar.ax.tick_params(labelsize=6)
     fig.savefig(path, dpi=_DPI)
     plt.close(fig)
     return {"file": Path(path).name, "models": stats}
+
+
+def mean_clean_image(records, data, limit: int = 64):
+    """The mean ground truth of (up to ``limit``) attacked slices: the anatomy underlay."""
+    from fnaf_jax.data.fastmri import SliceDataset
+
+    dataset = SliceDataset(data, transform="raw")
+    wanted = {(r["file"], int(r["slice"])) for r in _attack_records(records)}
+    images = []
+    for index in range(len(dataset)):
+        volume, s = dataset.locate(index)
+        if (os.path.basename(volume.fname), int(s)) in wanted:
+            images.append(np.asarray(dataset[index]["target_raw"], np.float64))
+            images[-1] /= images[-1].max() or 1.0
+        if len(images) >= limit:
+            break
+    return np.mean(images, axis=0) if images else None
 
 
 def _find_item(dataset, fname: str, slice_num: int):
@@ -169,7 +212,14 @@ def attack_examples(records, checkpoint, data, path, model_name: str | None = No
             kw = {"cmap": "gray"} if title != "|error|" else {"cmap": "inferno"}
             if title != "|error|":
                 kw.update(vmin=lo, vmax=hi)
-            ax.imshow(img, **kw)
+            shown = ax.imshow(img, **kw)
+            bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+            bar.ax.tick_params(labelsize=5)
+            if title == "|error|":
+                bar.set_label("z-scored", fontsize=5)
+            if win is not None:  # a 10-pixel scale bar in the zoomed panels
+                ax.plot([zoom - 14, zoom - 4], [zoom - 4, zoom - 4], color="yellow", lw=1.5)
+                ax.text(zoom - 9, zoom - 6, "10 px", color="yellow", fontsize=5, ha="center")
             region = res["region"] if win is None else res["region"][win]
             ax.contour(region.astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
             if win is None:

@@ -195,7 +195,8 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
     notes = []
     made = {}
     made["figure2"] = figures.ip_vs_loss(records, out / "figure2_ip_vs_loss.png")
-    made["figure3"] = figures.location_heatmaps(records, out / "figure3_locations.png")
+    underlay = figures.mean_clean_image(records, data) if data is not None else None
+    made["figure3"] = figures.location_heatmaps(records, out / "figure3_locations.png", underlay=underlay)
     if checkpoint is not None and data is not None:
         made["figure1"] = figures.attack_examples(records, checkpoint, data, out / "figure1_examples.png",
                                                   model_name=figure_model)
@@ -236,7 +237,10 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
         md += [f"![Figure 2]({made['figure2']['file']})", "", caption, ""]
     if made.get("figure3"):
         md += [f"![Figure 3]({made['figure3']['file']})", "",
-               "Figure 3: where the worst features lie in the central box (feature pixels of hits), per model.", ""]
+               ("Figure 3: where each accepted slice's worst feature lies in the central box (centroid; "
+                "dot = hit, cross = miss), coloured by its loss on one shared scale"
+                + (", over the mean clean image of the attacked slices." if underlay is not None else "."))
+               , ""]
     md += [f"- {n}" for n in notes]
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")

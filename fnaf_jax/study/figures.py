@@ -3,8 +3,9 @@
 Figures 1-3 of each acceleration come from ``fnaf report`` (``fnaf_jax.report`` /
 ``fnaf_jax.figures``) over every attack file of that acceleration, with the U-Net for
 Figure 1's re-run. The study adds one comparison the single-model report cannot draw:
-the worst features random search found on the U-Net, re-run (``fnaf_jax.figures.rerun``)
-through the U-Net, the FNAF-robust U-Net and the i-RIM side by side.
+randomly drawn slices (a neutral rule) through the U-Net, the FNAF-robust U-Net and the
+i-RIM side by side, each with the worst feature random search found on it, re-run
+(``fnaf_jax.figures.rerun``) and marked hit or kept against gamma.
 """
 
 from __future__ import annotations
@@ -18,62 +19,69 @@ from fnaf_jax.published import MODEL_NAMES
 ZOOM = 48  # side of the zoomed window around a feature
 
 
-def _pick(records, n):
-    """The U-Net's largest worst losses among its hits (among accepted slices if few hit)."""
-    accepted = [r for r in records if r.get("accepted") and "feature" in r]
-    hits = [r for r in accepted if r.get("hit")]
-    pool = hits if len(hits) >= n else accepted
-    return sorted(pool, key=lambda r: -float(r["worst_loss"]))[:n]
+def _pick(by_model: dict, n: int, seed: int = 0) -> list[tuple[str, int]]:
+    """``n`` slices drawn at random (seeded) among those every model attacked and accepted:
+    a neutral rule, not any model's own worst hits (which would favour that model)."""
+    common = None
+    for recs in by_model.values():
+        keys = {(r["file"], int(r["slice"])) for r in recs if r.get("accepted") and "feature" in r}
+        common = keys if common is None else common & keys
+    pool = sorted(common or ())
+    if not pool:
+        return []
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
 
 
 def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robust", "irim")) -> Path | None:
+    """Figure 1b: the same randomly chosen slices through each model, each with the worst
+    feature random search found on that model (target + feature, and the model's output)."""
     from fnaf_jax.attacks.evaluate import read_records
     from fnaf_jax.data.fastmri import SliceDataset
     from fnaf_jax.figures import _plt, rerun
     from fnaf_jax.models.store import load_model
 
-    source = layout.attack("unet", acc, "rs")
-    rows = _pick(read_records(source), n) if source.is_file() else []
-    if not rows:
+    by_model = {}
+    for name in models:
+        path = layout.attack(name, acc, "rs")
+        if path.is_file() and (layout.checkpoint(name) / "model.json").is_file():
+            by_model[name] = {(r["file"], int(r["slice"])): r for r in read_records(path)}
+    slices = _pick({k: list(v.values()) for k, v in by_model.items()}, n)
+    if not slices:
         return None
     dataset = SliceDataset(layout.val_dir, transform="raw")
-    columns: dict[str, list] = {}
-    for name in models:
-        ckpt = layout.checkpoint(name)
-        if not (ckpt / "model.json").is_file():
-            continue
-        model, _ = load_model(ckpt)
+    panels: dict[str, list] = {}
+    for name, recs in by_model.items():
+        model, _ = load_model(layout.checkpoint(name))
         model.eval()
-        runs = [rerun(model, dataset, r) for r in rows]
-        if not columns:
-            columns["target + feature"] = [(x["target"], None) for x in runs]
-            columns["zero-filled input"] = [(x["input"], None) for x in runs]
-        columns[MODEL_NAMES.get(name, name)] = [(x["output"], x["loss"]) for x in runs]
-        region = [x["region"] for x in runs]
+        panels[name] = [(recs[key], rerun(model, dataset, recs[key])) for key in slices]
     plt = _plt()
-    names = list(columns)
-    fig, axes = plt.subplots(len(rows), len(names), figsize=(2.1 * len(names), 2.2 * len(rows)),
+    names = list(panels)
+    fig, axes = plt.subplots(len(slices), 2 * len(names), figsize=(1.9 * 2 * len(names), 2.1 * len(slices)),
                              squeeze=False)
-    for i, rec in enumerate(rows):
-        r, c = rec["location"]
-        h, w = region[i].shape
-        top, left = int(np.clip(r - ZOOM // 2, 0, h - ZOOM)), int(np.clip(c - ZOOM // 2, 0, w - ZOOM))
-        window = (slice(top, top + ZOOM), slice(left, left + ZOOM))
-        lo, hi = np.percentile(columns[names[0]][i][0][window], [1, 99.5])
+    for i, key in enumerate(slices):
         for j, name in enumerate(names):
-            image, loss = columns[name][i]
-            ax = axes[i, j]
-            ax.imshow(image[window], cmap="gray", vmin=lo, vmax=hi)
-            ax.contour(region[i][window].astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=8)
-            if loss is not None:
-                ax.set_xlabel(f"loss {loss:.2g}" + (" (hit)" if loss > rec.get("gamma", 1e-3) else ""),
-                              fontsize=7)
-        axes[i, 0].set_ylabel(f"{rec['file']} s{rec['slice']}", fontsize=7)
-    fig.suptitle(f"Worst U-Net features (RS, {acc}x) through each model (z-scored, zoomed)", fontsize=9)
+            rec, run = panels[name][i]
+            r, c = rec["location"]
+            h, w = run["region"].shape
+            top, left = int(np.clip(r - ZOOM // 2, 0, h - ZOOM)), int(np.clip(c - ZOOM // 2, 0, w - ZOOM))
+            window = (slice(top, top + ZOOM), slice(left, left + ZOOM))
+            lo, hi = np.percentile(run["target"][window], [1, 99.5])
+            verdict = "hit" if run["loss"] > rec.get("gamma", 1e-3) else "kept (miss)"
+            for k, (image, label) in enumerate(((run["target"], "target + feature"), (run["output"], "output"))):
+                ax = axes[i, 2 * j + k]
+                ax.imshow(image[window], cmap="gray", vmin=lo, vmax=hi)
+                ax.contour(run["region"][window].astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{MODEL_NAMES.get(name, name)}\n{label}", fontsize=7)
+                if k == 1:
+                    ax.set_xlabel(f"loss {run['loss']:.2g}: {verdict}", fontsize=7,
+                                  color="red" if verdict == "hit" else "green")
+        axes[i, 0].set_ylabel(f"{key[0]} s{key[1]}", fontsize=7)
+    fig.suptitle(f"{len(slices)} slices drawn at random, each model with its own worst RS feature "
+                 f"({acc}x, z-scored, {ZOOM}x{ZOOM} zoom)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

@@ -3,6 +3,7 @@ figures, and whether each finding holds."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from pathlib import Path
@@ -122,12 +123,16 @@ def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
         table4_md or "No annotated slice of the data was found, so Table 4 is empty.\n",
     ]
     for title, key in (("Figure 1: a successful and a failed attack on the U-Net (re-run)", "figure1"),
-                       ("Figure 1b: the U-Net's worst features through every model", "figure1b"),
+                       ("Figure 1b: random slices through every model", "figure1b"),
                        ("Figure 2: information preservation vs. FNAF loss", "figure2"),
                        ("Figure 3: locations of the features found", "figure3")):
         parts.append(f"## {title}\n")
         pngs = figures.get(key, [])
-        parts.append("\n".join(f"![{Path(p).stem}]({p})" for p in pngs) + "\n" if pngs else "Not produced.\n")
+        for png in pngs:
+            acc = Path(png).parent.name
+            parts.append(f"![{Path(png).stem}]({png})\n\n*{FIGURE_CAPTIONS[key]} ({acc}).*\n")
+        if not pngs:
+            parts.append("Not produced.\n")
     if notes:
         parts += ["## Notes\n", "\n".join(f"- {n}" for n in notes) + "\n"]
     if timings:
@@ -139,6 +144,20 @@ def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
     return "\n".join(parts)
 
 
+FIGURE_CAPTIONS = {
+    "figure1": ("The U-Net's worst hit and mildest miss, re-run: zero-filled input, ground truth with "
+                "the feature, reconstruction and |error| (z-scored; the loss region outlined; 10-pixel "
+                "scale bar in the zoomed panels)"),
+    "figure1b": ("Slices drawn at random among those every model attacked; for each model its own worst "
+                 "random-search feature, the target and the model's output, marked hit (red) or kept "
+                 "(green) against gamma"),
+    "figure2": ("Information preservation against the worst FNAF loss, one point per accepted slice and "
+                "model; dashed: gamma, dotted: the IP threshold"),
+    "figure3": ("Where each accepted slice's worst feature lies in the central box (dot = hit, cross = "
+                "miss), coloured by its loss on one shared scale, over the mean clean image"),
+}
+
+
 def _inline(text: str) -> str:
     text = html.escape(text, quote=False)
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
@@ -146,9 +165,17 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
-def markdown_to_html(md: str, title: str = "FNAF study") -> str:
+def _embedded(src: str, base: Path | None) -> str:
+    """A PNG next to the report as a data URI, so report.html is one self-contained file."""
+    path = Path(src) if base is None else base / src
+    if path.suffix.lower() == ".png" and path.is_file():
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return src
+
+
+def markdown_to_html(md: str, title: str = "FNAF study", base: Path | None = None) -> str:
     """The small Markdown subset ``build_markdown`` writes: headings, lists, pipe tables,
-    images, paragraphs."""
+    images (embedded from ``base``), paragraphs."""
     out, i = [], 0
     lines = md.splitlines()
     while i < len(lines):
@@ -181,7 +208,8 @@ def markdown_to_html(md: str, title: str = "FNAF study") -> str:
             n = len(m.group(1))
             out.append(f"<h{n}>{_inline(m.group(2))}</h{n}>")
         elif (img := re.fullmatch(r"!\[(.*?)\]\((.*?)\)", line.strip())):
-            out.append(f'<img alt="{html.escape(img.group(1))}" src="{html.escape(img.group(2))}" '
+            src = _embedded(img.group(2), base)
+            out.append(f'<img alt="{html.escape(img.group(1))}" src="{html.escape(src)}" '
                        'style="max-width:100%">')
         elif line.strip():
             out.append(f"<p>{_inline(line)}</p>")
@@ -197,5 +225,5 @@ def write_report(out_dir, results, preset, figures, table4_md, timings, notes) -
     md = build_markdown(results, preset, figures, table4_md, timings, notes)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     md_path.write_text(md)
-    html_path.write_text(markdown_to_html(md, f"FNAF study: {preset.get('name')}"))
+    html_path.write_text(markdown_to_html(md, f"FNAF study: {preset.get('name')}", base=out_dir))
     return md_path, html_path
