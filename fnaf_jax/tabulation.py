@@ -2,8 +2,10 @@
 95% interval, every mean with a bootstrap interval over volumes, and paired comparisons.
 
 Rates (SPEC 3, 8): ``{"k", "n", "pct", "lo", "hi"}`` in percent, the interval Wilson's.
-Means: ``{"n", "mean", "lo", "hi"}``, the interval a percentile bootstrap that resamples
-volumes (slices of one volume are correlated). Per attack run (``summarize_records``):
+Means: ``{"n", "volumes", "mean", "lo", "hi"}``, the interval the wider of a percentile
+bootstrap that resamples volumes (slices of one volume are correlated) and a t interval
+over volume means (``stats.mean_interval``). Paired hit-rate differences: the wider of
+that and Newcombe's paired interval. Per attack run (``summarize_records``):
 
 - ``attack_rate``: hits / accepted slices (the paper's).
 - controls, from each record's per-candidate ``scored`` lists: ``eraser_rate`` (the
@@ -37,9 +39,10 @@ def rate(k: int, n: int) -> dict:
 def mean_ci(values, groups, *, seed: int = 0) -> dict:
     values = np.asarray(values, np.float64)
     finite = ~np.isnan(values)
-    lo, hi = stats.cluster_bootstrap(values, groups, seed=seed)
+    lo, hi = stats.mean_interval(values, groups, seed=seed)
     mean = float(values[finite].mean()) if finite.any() else math.nan
-    return {"n": int(finite.sum()), "mean": mean, "lo": lo, "hi": hi}
+    volumes = len(set(np.asarray(groups)[finite].tolist()))
+    return {"n": int(finite.sum()), "volumes": volumes, "mean": mean, "lo": lo, "hi": hi}
 
 
 def _scored(record: dict, name: str) -> np.ndarray | None:
@@ -134,6 +137,13 @@ def paired(first: list[dict], second: list[dict]) -> dict:
     ha = np.array([bool(a["hit"]) for a, _ in both])
     hb = np.array([bool(b["hit"]) for _, b in both])
     diff_hit = 100.0 * (ha.astype(float) - hb.astype(float))
+    rate_diff = mean_ci(diff_hit, groups)
+    counts = (int((ha & hb).sum()), int((ha & ~hb).sum()), int((~ha & hb).sum()), int((~ha & ~hb).sum()))
+    n_lo, n_hi = stats.newcombe_paired(*counts)
+    if not math.isnan(n_lo):
+        lo, hi = rate_diff["lo"], rate_diff["hi"]
+        rate_diff["lo"] = 100.0 * n_lo if math.isnan(lo) else min(lo, 100.0 * n_lo)
+        rate_diff["hi"] = 100.0 * n_hi if math.isnan(hi) else max(hi, 100.0 * n_hi)
     out = {
         "pairs": len(pairs),
         "both_accepted": len(both),
@@ -141,7 +151,7 @@ def paired(first: list[dict], second: list[dict]) -> dict:
         "only_first_hit": int((ha & ~hb).sum()),
         "only_second_hit": int((~ha & hb).sum()),
         "mcnemar_p": stats.mcnemar_exact(int((ha & ~hb).sum()), int((~ha & hb).sum())),
-        "rate_difference": mean_ci(diff_hit, groups),
+        "rate_difference": rate_diff,
     }
     for name, field in (("worst_loss", "worst_loss"), ("lost_fraction", "lost_fraction")):
         d = np.array([_diff(a.get(field), b.get(field)) for a, b in both])

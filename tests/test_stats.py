@@ -83,3 +83,36 @@ def test_verdict_is_decided_by_the_interval():
     assert stats.verdict(math.nan, 1.0, 0.1) == "inconclusive"
     with pytest.raises(ValueError):
         stats.verdict(0, 1, 0.5, "sideways")
+
+
+def test_newcombe_paired_by_hand():
+    # a = 11 both, b = 5 only first, c = d = 0 (n = 16): phi = 0 (a zero margin);
+    # p1 = 1, p2 = 11/16; Wilson(16/16) = (0.8064, 1), Wilson(11/16) = (0.4440, 0.8583)
+    lo, hi = stats.newcombe_paired(11, 5, 0, 0)
+    l1, _ = stats.wilson(16, 16)
+    l2, u2 = stats.wilson(11, 16)
+    assert lo == pytest.approx(5 / 16 - math.hypot(1 - l1, u2 - 11 / 16))
+    assert hi == pytest.approx(5 / 16 + (11 / 16 - l2))
+    assert lo == pytest.approx(0.054, abs=2e-3) and hi == pytest.approx(0.556, abs=2e-3)
+    # coverage of the true difference on simulated paired data is near the nominal 95%
+    rng = np.random.default_rng(0)
+    probs = [0.35, 0.25, 0.1, 0.3]  # both, only first, only second, neither: p1 - p2 = 0.15
+    covered = 0
+    for _ in range(2000):
+        lo_, hi_ = stats.newcombe_paired(*rng.multinomial(40, probs))
+        covered += lo_ <= 0.15 <= hi_
+    assert 0.925 <= covered / 2000 <= 0.985
+    assert all(math.isnan(v) for v in stats.newcombe_paired(0, 0, 0, 0))
+
+
+def test_cluster_t_and_the_wider_mean_interval():
+    values = np.array([1.0, 1.0, 2.0, 2.0, 4.0, 4.0])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    lo, hi = stats.cluster_t(values, groups)
+    # volume means 1, 2, 4: mean 7/3, sd 1.5275, t(0.975, 2) = 4.3027
+    half = 4.302653 * 1.527525 / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((7 / 3 - half, 7 / 3 + half), rel=1e-5)
+    wide = stats.mean_interval(values, groups)
+    boot = stats.cluster_bootstrap(values, groups)
+    assert wide[0] <= min(lo, boot[0]) + 1e-12 and wide[1] >= max(hi, boot[1]) - 1e-12
+    assert all(math.isnan(v) for v in stats.mean_interval([1.0, 2.0], [0, 0]))  # one volume

@@ -170,15 +170,20 @@ def findings(results: dict) -> list[dict]:
     out.append(item)
 
     # 5. features found on the U-Net transfer to the i-RIM
-    verdicts, evidence = [], []
+    verdicts, evidence, notes = [], [], []
     for acc in sorted(results.get("transfer", {})):
         t = results["transfer"][acc]
         cond = t.get("conditional_rate")
         if cond and cond.get("n"):
             verdicts.append(stats.verdict(cond["lo"], cond["hi"], MIN_TRANSFER))
+        own = t.get("target_random_rate")
+        if own and own.get("n") and stats.verdict(own["lo"], own["hi"], MIN_TRANSFER) == stats.HOLDS:
+            notes.append(f"at {acc}x the i-RIM is hit by random features about as often, so a high "
+                         "transfer rate there says little about the U-Net's features")
         evidence.append(f"{acc}x P(i-RIM hit | U-Net hit) {fmt_rate(cond)}, unconditional "
                         f"{fmt_rate(t.get('attack_rate'))}, i-RIM on random features "
                         f"{fmt_rate(t.get('target_random_rate'))}")
     out.append(_finding(f"Features found on the U-Net transfer to the i-RIM (P(i-RIM hit | U-Net hit) > "
-                        f"{MIN_TRANSFER:g}%)", "89.48% (4x)", verdicts, evidence))
+                        f"{MIN_TRANSFER:g}%)", "89.48% (4x)", verdicts, evidence,
+                        "; ".join(notes) or None))
     return out
