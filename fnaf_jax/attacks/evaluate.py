@@ -38,6 +38,7 @@ from fnaf_jax.attacks.finite_diff import finite_diff
 from fnaf_jax.attacks.random_search import random_search
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.features import Candidates, pinned_prng
+from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
 from fnaf_jax.objective import make_scorer
 
 METHODS = {"rs": random_search, "fd": finite_diff}
@@ -171,32 +172,43 @@ def candidate_from_record(record: dict) -> Candidates:
 
 
 def read_records(path) -> list[dict]:
-    """Records of a results file; a torn last line (a killed run) is ignored."""
+    """Records of a results file, checked; a torn last line (a killed run) is ignored.
+
+    Every line must be a JSON object with ``file`` and ``slice`` (an ``fnaf attack``
+    record); a torn last line is only tolerated after at least one valid record, so a
+    file that never held records (a text file, a training ``metrics.jsonl``) is refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such results file")
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not an fnaf attack results file (not text)") from None
     records = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            if n == len(lines):
+            if n == len(lines) and records:
                 break  # interrupted while writing its last line
-            raise DataError(f"{path}:{n}: not a JSON line") from None
+            raise DataError(f"{path}:{n}: not an fnaf attack results file (not a JSON line)") from None
+        if not isinstance(record, dict) or "file" not in record or "slice" not in record:
+            raise DataError(f"{path}:{n}: not an fnaf attack results file (the line has no 'file' and 'slice')")
+        records.append(record)
     return records
 
 
-def _open_for_append(path: Path):
-    """Append handle; a torn final line left by a killed run is cut off first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
-    return path.open("a")
+def _cut_torn_line(path: Path) -> None:
+    """Drop a torn final line left by a killed run (after ``read_records`` accepted the rest)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _transfer_attack(sources: dict, cfg: AttackConfig):
@@ -246,7 +258,42 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
         raise ConfigError(f"attack method {method!r} unknown; choose one of {sorted(METHODS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be >= 1 (or unset for every slice), got {limit}")
     out_path = Path(out_path)
+    with exclusive_lock(out_path, "results file"):
+        return _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed,
+                           model_name, checkpoint, role, transfer_from, progress)
+
+
+def run_settings(method: str, spec: MaskSpec, cfg: AttackConfig, *, model: str, checkpoint: str,
+                 seed: int, transfer_from=None) -> dict:
+    """Everything that defines a results file's numbers (its run identity)."""
+    f, o = cfg.features, cfg.objective
+    return {"method": method, "model": model, "checkpoint": checkpoint, "acceleration": spec.acceleration,
+            "center_fraction": spec.fraction(), "mask_type": spec.mask_type, "k": cfg.k,
+            "fd_iterations": cfg.fd_iterations, "fd_step": cfg.fd_step, "fd_lr": cfg.fd_lr,
+            "features": {"num_pixels": f.num_pixels, "shape": f.shape, "box_size": f.box_size,
+                         "intensity": f.intensity, "constant_value": f.constant_value},
+            "reduction": o.reduction, "radius": o.radius, "seed": seed, "gamma": cfg.gamma,
+            "ip_threshold": cfg.ip_threshold, "transfer_from": None if transfer_from is None else str(transfer_from)}
+
+
+def _check_same_run(out_path: Path, existing: list[dict], settings: dict) -> None:
+    """Refuse to append to a file made with other settings, naming the first difference."""
+    if not existing:
+        return
+    theirs = existing[0].get("settings")
+    if theirs is None:  # a file from before run identities were recorded: the old check
+        theirs = {k: existing[0].get(k) for k in ("method", "acceleration", "model")}
+    for key, value in settings.items():
+        if key in theirs and theirs[key] != value:
+            raise ConfigError(f"{out_path} holds results of another run: {key} is {theirs[key]!r} there, "
+                              f"{value!r} here; resume only the same run, or choose another --out")
+
+
+def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed, model_name,
+                checkpoint, role, transfer_from, progress) -> int:
     existing = read_records(out_path) if out_path.is_file() else []
     done = {(r["file"], r["slice"]) for r in existing}
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -266,13 +313,10 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
                         first.get("center_fraction", spec.center_fraction),
                         first.get("mask_type", spec.mask_type))
         attack = _transfer_attack(sources, cfg)
-
-    run_id = {"method": method, "acceleration": spec.acceleration, "model": model_name}
-    for r in existing[:1]:
-        theirs = {k: r.get(k) for k in run_id}
-        if theirs != run_id:
-            raise ConfigError(f"{out_path} holds results of another run ({theirs}, this run: {run_id}); "
-                              "resume only the same run, or choose another --out")
+    settings = run_settings(method, spec, cfg, model=model_name, checkpoint=checkpoint, seed=seed,
+                            transfer_from=transfer_from)
+    _check_same_run(out_path, existing, settings)
+    extra["settings"] = settings
 
     todo = []
     for index in range(n):
@@ -289,7 +333,8 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
     scorer = make_scorer(model_or_fn, cfg.objective, mesh=mesh)
     bar = _progress(len(todo), progress)
     written = 0
-    with _open_for_append(out_path) as fh:
+    fh = None  # opened with the first record: a run that fails before it leaves no file
+    try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             items = [dataset[i] for i in chunk]
@@ -300,14 +345,30 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
             device_batch, keys = _shard(batch, keys, mesh)
             result = attack(scorer, device_batch, keys, cfg)
             result = jax.device_get(result)
-            for i in range(real):
-                record = attack_record(result, i, batch, method=method, spec=spec, cfg=cfg, extra=extra)
-                fh.write(json.dumps(record) + "\n")
+            lines = "".join(json.dumps(attack_record(result, i, batch, method=method, spec=spec, cfg=cfg,
+                                                     extra=extra)) + "\n" for i in range(real))
+            if fh is None:
+                fh = _open_for_append(out_path)
+            fh.write(lines)
             fh.flush()
             written += real
             bar.update(real)
-    bar.close()
+    except OSError as exc:
+        raise WriteError(f"{describe_os_error(exc, out_path)}; the {len(existing) + written} records "
+                         "written before are kept, re-run to resume") from None
+    finally:
+        if fh is not None:
+            fh.close()
+        bar.close()
     return written
+
+
+def _open_for_append(path: Path):
+    """Append handle; a torn final line left by a killed run is cut off first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        _cut_torn_line(path)
+    return path.open("a")
 
 
 def _slice_name(dataset, index: int) -> tuple[str, int]:

@@ -47,6 +47,7 @@ HELP = {
     "worst_of": "FNAF candidates per sample; the worst is trained on (1 = random features)",
     "alpha": "weight of the whole-image MSE of the FNAF loss",
     "beta": "weight of the feature-region MSE of the FNAF loss",
+    "ip_threshold": "never train on a FNAF feature whose information preservation is below this",
     "init_from": "start from this model checkpoint (e.g. a trained U-Net); its own "
                  "architecture is used (--chans, --num-pools are then ignored)",
     "seed": "random seed (model init, data order, masks, features)",
