@@ -33,12 +33,31 @@ def resolve(arch: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
-def build_model(config: dict, rngs: nnx.Rngs | None = None):
-    """Build the model described by ``config`` (``{"arch": ..., **kwargs}``)."""
+def check_config(config: dict):
+    """The constructor and kwargs of ``config``, with unknown or missing keyword
+    arguments refused by name (before anything is built or written)."""
+    import inspect
+
     if "arch" not in config:
         raise ConfigError(f"model config has no 'arch' entry: {config!r}")
     kwargs = {k: v for k, v in config.items() if k != "arch"}
     constructor = resolve(config["arch"])
+    # NNX modules hide __init__'s signature behind their metaclass: read it directly
+    signature = inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor)
+    try:
+        if inspect.isclass(constructor):
+            signature.bind(None, **kwargs, rngs=None)
+        else:
+            signature.bind(**kwargs, rngs=None)
+    except TypeError as exc:
+        names = [p for p in signature.parameters if p not in ("self", "rngs")]
+        raise ConfigError(f"model {config['arch']!r}: {exc} (its arguments: {', '.join(names)})") from None
+    return constructor, kwargs
+
+
+def build_model(config: dict, rngs: nnx.Rngs | None = None):
+    """Build the model described by ``config`` (``{"arch": ..., **kwargs}``)."""
+    constructor, kwargs = check_config(config)
     return constructor(**kwargs, rngs=rngs if rngs is not None else nnx.Rngs(0))
 
 

@@ -79,10 +79,22 @@ class TrainCheckpoints:
 
         ``template`` may be abstract (``jax.ShapeDtypeStruct`` leaves, no weights computed);
         ``sharding`` places every restored array (default: the template's placement).
+        Without ``step``, a latest checkpoint that cannot be read (a save cut short by a
+        second interrupt) is passed over for the newest complete one.
         """
-        step = self.latest_step() if step is None else step
         if step is None:
-            raise CheckpointError(f"{self.directory}: no training checkpoint to resume from")
+            steps = sorted(self.manager.all_steps(), reverse=True)
+            if not steps:
+                raise CheckpointError(f"{self.directory}: no training checkpoint to resume from")
+            for candidate in steps[:-1]:
+                try:
+                    return self._restore(candidate, template, sharding)
+                except CheckpointError:
+                    continue  # try the one before
+            return self._restore(steps[-1], template, sharding)  # the oldest: its error is the answer
+        return self._restore(step, template, sharding)
+
+    def _restore(self, step: int, template: dict, sharding) -> tuple[int, dict, dict]:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(template, sharding)),

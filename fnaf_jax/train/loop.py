@@ -15,6 +15,7 @@ where the previous run stopped, ending with the same parameters bit for bit (on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -28,6 +29,7 @@ from flax import nnx
 
 from fnaf_jax import parallel
 from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.fileio import exclusive_lock, write_text
 from fnaf_jax.train.checkpoint import CHECKPOINT_DIR, TrainCheckpoints
 from fnaf_jax.train.config import CONFIG_FILE, TrainConfig, write_or_check
 from fnaf_jax.train.steps import (
@@ -220,6 +222,30 @@ class MetricsLog:
             if SummaryWriter is not None:
                 self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
+    def truncate(self, step: int, validated_epoch: int) -> int:
+        """Drop records written after the checkpoint a resumed run restarts from (a killed
+        run's last steps are replayed, so they would appear twice); returns how many."""
+        if jax.process_index() != 0 or not self.path.is_file():
+            return 0
+        kept, seen, dropped = [], set(), 0
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1  # a torn last line
+                continue
+            later = (record.get("epoch", -1) > validated_epoch if record.get("kind") == "val"
+                     else record.get("step", 0) > step)
+            key = (record.get("kind"), record.get("epoch"), record.get("step"))
+            if later or key in seen:
+                dropped += 1
+            else:
+                kept.append(line)
+                seen.add(key)
+        if dropped:
+            write_text(self.path, "".join(line + "\n" for line in kept))
+        return dropped
+
     def write(self, record: dict) -> None:
         if jax.process_index() != 0:
             return
@@ -296,8 +322,6 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     ``stop_after_steps`` stops (with a checkpoint, as on SIGTERM) once that many optimizer
     steps in total are done: the hook tests use to interrupt a run.
     """
-    from fnaf_jax.models.store import save_model
-
     workdir = Path(workdir).absolute()
     parallel.maybe_initialize_distributed()
     mesh = parallel.make_mesh()
@@ -311,9 +335,23 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(train_ds)} training "
                           f"slices in {data_dir(cfg, 'train')}")
     total_steps = cfg.epochs * steps_per_epoch
-    if force and jax.process_index() == 0:
-        clear_run(workdir)
-    write_or_check(cfg, workdir, force=force)  # after the checks: a typo leaves no record
+    # Validate, then act: every option (the model's too) is checked before --force deletes
+    # anything or a config record is written, so a refused command leaves WORKDIR as it was.
+    build_model_and_config(cfg, abstract=True)
+    # one writer per workdir (process 0 writes; other hosts of a multi-host run only read)
+    lock = (exclusive_lock(workdir / "train", "training workdir") if jax.process_index() == 0
+            else contextlib.nullcontext())
+    with lock:
+        if force and jax.process_index() == 0:
+            clear_run(workdir)
+        write_or_check(cfg, workdir, force=force)
+        return _train_locked(cfg, workdir, task, train_ds, val_ds, steps_per_epoch, total_steps, mesh,
+                             stop_after_steps, progress)
+
+
+def _train_locked(cfg, workdir, task, train_ds, val_ds, steps_per_epoch, total_steps, mesh,
+                  stop_after_steps, progress) -> dict:
+    from fnaf_jax.models.store import save_model
 
     ckpts = TrainCheckpoints(workdir, cfg.keep_checkpoints)
     resuming = ckpts.latest_step() is not None
@@ -325,8 +363,12 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
     graphdef, state = init_state(model, tx, abstract=resuming)
     loop = {"step": 0, "validated_epoch": -1, "best_val_loss": None}
     if resuming:
+        latest = ckpts.latest_step()
         step, state, loop = ckpts.restore(state, sharding=parallel.replicated(mesh))
         loop["step"] = step
+        if step != latest:
+            print(f"fnaf train: checkpoint {latest} is incomplete (interrupted while saving?); "
+                  f"resuming from the last complete one, step {step}")
     else:
         state = parallel.replicate(state, mesh)
     train_step, eval_fn = _compiled_fns(
@@ -335,6 +377,8 @@ def train(cfg: TrainConfig, workdir, *, force: bool = False, stop_after_steps: i
                  make_eval_fn(clean_task_of(task), eval_graphdef, mesh)))
 
     log = MetricsLog(workdir)
+    if resuming:
+        log.truncate(loop["step"], loop["validated_epoch"])
 
     def save_models(kind: str, meta: dict) -> None:
         params, rest = jax.device_get((state["params"], state["rest"]))
