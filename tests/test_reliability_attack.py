@@ -70,8 +70,8 @@ def test_a_second_writer_is_refused_with_the_holders_pid(checkpoint, synthetic_d
     out = tmp_path / "r.jsonl"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom fnaf_jax.fileio import exclusive_lock\n"
-         f"with exclusive_lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(60)\n"],
+         ("import sys, time\nfrom fnaf_jax.fileio import exclusive_lock\n"
+          f"with exclusive_lock({str(out)!r}):\n    print('locked', flush=True)\n    time.sleep(60)\n")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
