@@ -27,6 +27,7 @@ import numpy as np
 from fnaf_jax import metrics
 from fnaf_jax.data.annotations import Annotation, box_mask, by_slice
 from fnaf_jax.errors import DataError
+from fnaf_jax.fileio import atomic_path, write_text
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,11 @@ def write_table4(scores: list[RegionScore], out_dir, models: list[str] | None = 
     """Write per-box scores (CSV) and the per-label table (JSON, Markdown) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "table4_boxes.csv", "w", newline="") as fh:
+    with atomic_path(out_dir / "table4_boxes.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(RegionScore.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(asdict(s) for s in scores)
     rows = table4(scores)
-    (out_dir / "table4.json").write_text(json.dumps(rows, indent=2))
-    (out_dir / "table4.md").write_text(table4_markdown(rows, models))
+    write_text(out_dir / "table4.json", json.dumps(rows, indent=2))
+    write_text(out_dir / "table4.md", table4_markdown(rows, models))
     return {"rows": rows, "boxes": len(scores)}

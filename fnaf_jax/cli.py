@@ -1,9 +1,9 @@
 """The ``fnaf`` command: one sub-command per module in ``fnaf_jax.commands``.
 
 Each command module defines ``register(subparsers)``, which adds its parser and sets
-``func`` (called with the parsed args; returns an exit status or None). Modules are
-imported only when listed here, and an ``FnafError`` becomes one clear line on stderr
-with exit status 2.
+``func`` (called with the parsed args; returns an exit status or None). An ``FnafError``
+(bad input) becomes one clear line on stderr with exit status 2; an environment failure
+(disk full, permission denied, out of memory) one line with exit status 1.
 """
 
 from __future__ import annotations
@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fnaf-jax {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fnaf_jax.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"fnaf_jax.commands.{name}":
-                raise
-            continue  # a command not written yet
-        module.register(subparsers)
+        importlib.import_module(f"fnaf_jax.commands.{name}").register(subparsers)
     return parser
 
 
@@ -52,6 +46,16 @@ def main(argv=None) -> int:
     except FnafError as exc:
         print(f"fnaf {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"fnaf {args.command}: error: out of memory (try a smaller --batch-size or size)",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:  # the environment refused: disk full, permissions, read-only ...
+        from fnaf_jax.fileio import describe_os_error
+
+        print(f"fnaf {args.command}: error: {describe_os_error(exc, exc.filename or 'a file')}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"fnaf {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -21,6 +21,7 @@ import numpy as np
 
 from fnaf_jax import metrics
 from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.fileio import write_text
 
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
 PREDICTION_KEY = "reconstruction"
@@ -221,9 +222,10 @@ def write_reports(
         },
     }
     json_path = out_dir / "metrics.json"
-    json_path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
     md_path = out_dir / "metrics.md"
-    md_path.write_text(
+    write_text(
+        md_path,
         "# Reconstruction metrics\n\n"
         f"Targets `{settings['target']}`, predictions `{settings['predictions']}`, "
         f"challenge {settings['challenge']}, data range = {settings['maxval']} max. "

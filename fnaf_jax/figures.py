@@ -25,6 +25,14 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path) -> None:
+    """PNG written atomically (a reader never sees half a figure)."""
+    from fnaf_jax.fileio import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=_DPI, format="png")
+
+
 def _attack_records(records):
     return [r for r in records if not r.get("transfer_from")]
 
@@ -56,7 +64,7 @@ def ip_vs_loss(records, path) -> dict | None:
     ax.set_title(f"IP vs FNAF loss (Pearson r = {r_all:.3f}, n = {len(recs)})", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    save_figure(fig, path)
     plt.close(fig)
     return {"file": Path(path).name, "pearson_r": r_all, "n": len(recs)}
 
@@ -115,7 +123,7 @@ def location_heatmaps(records, path, image_size: int = 320, underlay=None) -> di
         bar.set_label(f"worst FNAF loss (hit above gamma = {gamma:g})", fontsize=7)
         bar.ax.axhline(gamma, color="white", lw=1.0)
         bar.ax.tick_params(labelsize=6)
-    fig.savefig(path, dpi=_DPI)
+    save_figure(fig, path)
     plt.close(fig)
     return {"file": Path(path).name, "models": stats}
 
@@ -232,7 +240,7 @@ def attack_examples(records, checkpoint, data, path, model_name: str | None = No
         row[0].set_title(f"{label} attack\n{caption.replace(': ', chr(10))}\n\nzero-filled input",
                          fontsize=7, loc="left")
         captions[label] = {"caption": caption, "recorded_loss": rec["worst_loss"], "rerun_loss": res["loss"]}
-    fig.savefig(path, dpi=_DPI)
+    save_figure(fig, path)
     plt.close(fig)
     return {"file": Path(path).name, "model": name, "examples": captions,
             "hit_caption": captions.get("successful", {}).get("caption", "none"),

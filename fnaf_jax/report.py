@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fnaf_jax.attacks.evaluate import read_records
 from fnaf_jax.errors import DataError
+from fnaf_jax.fileio import atomic_path, write_text
 from fnaf_jax.published import MODEL_NAMES, PUBLISHED
 from fnaf_jax.tabulation import fmt_mean, fmt_rate, summarize_records, transfer_summary
 
@@ -169,7 +170,7 @@ def _flat(row: dict) -> dict:
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for r in rows:
@@ -209,7 +210,7 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
                "figures": {k: v["file"] for k, v in made.items() if v},
                "figure_stats": {k: {kk: vv for kk, vv in v.items() if kk != "file"} for k, v in made.items() if v},
                "notes": notes}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
+    write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=True))
 
     inputs = f"Results: {', '.join(Path(p).name for p in paths)} ({len(records)} attacked slices)."
     intro = ("Attack rate = hits / accepted slices; a hit is an accepted slice whose worst FNAF loss "
@@ -243,5 +244,5 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
                , ""]
     md += [f"- {n}" for n in notes]
     path = out / "report.md"
-    path.write_text("\n".join(md) + "\n")
+    write_text(path, "\n".join(md) + "\n")
     return path

@@ -149,7 +149,10 @@ def _write(path, volume_images, volume, acceleration, center_fraction, checkpoin
         with h5py.File(volume.path, "r") as f:
             acceleration = f.attrs.get("acceleration", acceleration)
         center_fraction = volume.stored_num_low / volume.kspace_shape[1]
-    with h5py.File(path, "w") as f:
+    from fnaf_jax.fileio import atomic_path
+
+    # atomic: a killed or failed write leaves no file*.h5 that fnaf evaluate could score
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(OUT_KEY, data=volume_images)
         f.attrs["acceleration"] = acceleration
         f.attrs["center_fraction"] = float(center_fraction)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 from fnaf_jax import physics
 from fnaf_jax.data import phantom
 from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.fileio import atomic_path
 
 HEIGHT = 640  # readout samples: 2x oversampled, as fastMRI knee data
 RECON = 320  # reconSpace matrix
@@ -215,10 +217,7 @@ def _annotation_row(name: str, lesion, top: int, left: int) -> dict:
 def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
                 lesions: bool = False, acquisition: str | None = None) -> SyntheticVolume:
     """Generate volume ``index`` of the set with ``seed`` (in memory)."""
-    if n_slices < 1:
-        raise ConfigError(f"synthetic data: n_slices must be >= 1, got {n_slices}")
-    if width < RECON:
-        raise ConfigError(f"synthetic data: width must be >= {RECON}, got {width}")
+    check_size(n_slices, width)
     meta_rng = _rng(seed, index, _STREAM_META)
     acquisition = acquisition or ACQUISITIONS[index % 2]
     system_model = str(meta_rng.choice(list(SCANNERS)))
@@ -280,14 +279,37 @@ def make_volume(index: int, n_slices: int = 4, width: int = 368, seed: int = 0,
 
 
 def write_volume(path: Path, volume: SyntheticVolume) -> Path:
-    """Write one volume as a fastMRI single-coil HDF5 file (uncompressed, like real ones)."""
-    with h5py.File(path, "w") as f:
+    """Write one volume as a fastMRI single-coil HDF5 file (uncompressed, like real ones),
+    atomically: a reader never sees a half-written file."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("ismrmrd_header", data=np.bytes_(volume.header))
         f.create_dataset("kspace", data=volume.kspace)
         f.create_dataset("reconstruction_esc", data=volume.target)
         for key, value in volume.attrs.items():
             f.attrs[key] = value
     return path
+
+
+#: bytes held per k-space sample while a volume is made (k-space, magnitude, phase,
+#: shading, textures and distance fields, float32 and complex64)
+_BYTES_PER_SAMPLE = 64
+
+
+def check_size(n_slices: int, width: int) -> None:
+    """Refuse sizes whose arrays would not fit in this machine's memory, naming them."""
+    if n_slices < 1:
+        raise ConfigError(f"synthetic data: n_slices must be >= 1, got {n_slices}")
+    if width < RECON:
+        raise ConfigError(f"synthetic data: width must be >= {RECON}, got {width}")
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 2**40
+    need = n_slices * HEIGHT * width * _BYTES_PER_SAMPLE
+    if need > memory:
+        raise ConfigError(f"synthetic data: {n_slices} slices of width {width} need about "
+                          f"{need / 2**30:.0f} GiB, more than this machine's {memory / 2**30:.0f} GiB; "
+                          "choose a smaller --width or --slices")
 
 
 def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 368,
@@ -303,6 +325,7 @@ def write_dataset(out_dir, n_volumes: int = 2, n_slices: int = 4, width: int = 3
         raise ConfigError(f"synthetic data: n_volumes must be >= 1, got {n_volumes}")
     if first_index < 0:
         raise ConfigError(f"synthetic data: first_index must be >= 0, got {first_index}")
+    check_size(n_slices, width)  # before any file or progress bar
     out_dir = Path(out_dir)
     indices = range(first_index, first_index + n_volumes)
     _check_output_folder(out_dir, [file_name(i) for i in indices], lesions)

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from fnaf_jax.errors import CheckpointError
+from fnaf_jax.fileio import write_text
 from fnaf_jax.models.registry import build_abstract_model
 
 FORMAT = "fnaf-jax-model"
@@ -35,7 +36,7 @@ def save_model(path, model, config: dict, meta: dict | None = None) -> Path:
     with ocp.PyTreeCheckpointer() as ckptr:
         ckptr.save(path / STATE_DIR, state, force=True)
     record = {"format": FORMAT, "version": 1, "config": config, "meta": meta or {}}
-    (path / CONFIG_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_text(path / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True))
     return path
 
 
@@ -51,6 +52,8 @@ def read_model_config(path) -> dict:
         record = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{cfg_file}: corrupt JSON ({exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{cfg_file}: cannot read the model record ({exc.strerror})") from None
     if record.get("format") != FORMAT or "config" not in record:
         raise CheckpointError(f"{cfg_file}: not an fnaf-jax model record")
     return record

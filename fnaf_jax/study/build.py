@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from fnaf_jax.errors import ConfigError
+from fnaf_jax.fileio import write_text
 from fnaf_jax.study import stages as st
 from fnaf_jax.study.pipeline import Pipeline, Stage
 
@@ -33,7 +34,7 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
     def run():
         res = results.gather(layout, accs, [*models, st.BASELINE], st.METHODS)
         layout.tables.mkdir(parents=True, exist_ok=True)
-        (layout.tables / "results.json").write_text(json.dumps(
+        write_text(layout.tables / "results.json", json.dumps(
             {k: {str(m): v for m, v in tree.items()} for k, tree in res.items()},
             indent=1, default=str))
         if layout.figures.exists():  # no stale figures of an earlier configuration
@@ -92,7 +93,7 @@ def reproduce(preset: dict, out, data=None, irim_checkpoint=None, annotations=No
     """Run the study (or only ``targets`` and the stages they need) under ``out``."""
     pipeline = build_pipeline(preset, out, data, irim_checkpoint, annotations, log)
     (pipeline.out_dir).mkdir(parents=True, exist_ok=True)
-    (pipeline.out_dir / "preset.json").write_text(json.dumps(preset, indent=1))
+    write_text(pipeline.out_dir / "preset.json", json.dumps(preset, indent=1))
     t0 = time.monotonic()
     pipeline.log(f"fnaf reproduce: preset {preset['name']!r}, {len(pipeline.stages)} stages, "
                  f"out {pipeline.out_dir}")

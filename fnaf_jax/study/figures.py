@@ -38,7 +38,7 @@ def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robus
     feature random search found on that model (target + feature, and the model's output)."""
     from fnaf_jax.attacks.evaluate import read_records
     from fnaf_jax.data.fastmri import SliceDataset
-    from fnaf_jax.figures import _plt, rerun
+    from fnaf_jax.figures import _plt, rerun, save_figure
     from fnaf_jax.models.store import load_model
 
     by_model = {}
@@ -83,7 +83,7 @@ def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robus
     fig.suptitle(f"{len(slices)} slices drawn at random, each model with its own worst RS feature "
                  f"({acc}x, z-scored, {ZOOM}x{ZOOM} zoom)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    save_figure(fig, out)
     plt.close(fig)
     return out
 

@@ -8,6 +8,7 @@ import html
 import re
 from pathlib import Path
 
+from fnaf_jax.fileio import write_text
 from fnaf_jax.published import MODEL_NAMES, PUBLISHED
 from fnaf_jax.report import (
     CONTROLS_NOTE,
@@ -224,6 +225,6 @@ def write_report(out_dir, results, preset, figures, table4_md, timings, notes) -
     out_dir = Path(out_dir)
     md = build_markdown(results, preset, figures, table4_md, timings, notes)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(md)
-    html_path.write_text(markdown_to_html(md, f"FNAF study: {preset.get('name')}", base=out_dir))
+    write_text(md_path, md)
+    write_text(html_path, markdown_to_html(md, f"FNAF study: {preset.get('name')}", base=out_dir))
     return md_path, html_path

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fnaf_jax.errors import ConfigError
+from fnaf_jax.fileio import write_text
 
 CONFIG_FILE = "config.json"
 MODELS = ("unet", "unet-v0", "irim")
@@ -160,7 +161,7 @@ def write_or_check(cfg: TrainConfig, workdir, force: bool = False) -> Path:
                 f"{path}: workdir holds a run with a different config ({changes}); "
                 "use another --workdir, or --force to start this one over")
         return path
-    path.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
     return path
 
 
