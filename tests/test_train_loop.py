@@ -296,3 +296,24 @@ def test_torn_latest_checkpoint_and_killed_metrics_resume_cleanly(reference_run,
     keys = [(r.get("kind"), r.get("epoch"), r.get("step"))
             for r in map(json.loads, metrics.read_text().splitlines())]
     assert len(keys) == len(set(keys)) > 0
+
+
+def test_disk_full_during_training_is_one_line(reference_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from fnaf_jax.cli import main
+    from fnaf_jax.train import loop
+
+    cfg, _, _ = reference_run
+
+    def full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(loop.MetricsLog, "write", full)
+    argv = ["train", "--workdir", str(tmp_path / "run"), "--no-progress", "--data", cfg.data,
+            "--init-from", cfg.init_from]
+    for key, value in TINY.items():
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.jsonl: disk full" in err[-1]
