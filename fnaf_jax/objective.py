@@ -293,6 +293,38 @@ def _clean_fn(fn, batch):
     return clean_outputs(fn, batch)
 
 
+def check_recon(model_or_fn, image_shape=(320, 320)) -> None:
+    """Check the ``recon_fn`` contract up front, with one clear error naming what is wrong:
+    an NNX model needs ``.reconstruct``; the function must be traceable by JAX and return
+    (N, h, w) real images for (N, H, W) complex64 input, an (N, W) mask and (N, 8) metadata."""
+    from flax import nnx
+
+    if isinstance(model_or_fn, nnx.Module):
+        if not callable(getattr(model_or_fn, "reconstruct", None)):
+            raise ConfigError(f"{type(model_or_fn).__name__} has no .reconstruct(u, mask, metadata) method: "
+                              "attacks need it (or pass a recon_fn)")
+        fn = model_or_fn.reconstruct
+    elif callable(model_or_fn):
+        fn = model_or_fn
+    else:
+        raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn).__name__}")
+    n, (h, w) = 2, image_shape
+    args = (jax.ShapeDtypeStruct((n, h, w), jnp.complex64), jax.ShapeDtypeStruct((n, w), jnp.float32),
+            jax.ShapeDtypeStruct((n, 8), jnp.float32))
+    try:
+        out = jax.eval_shape(fn, *args)
+    except jax.errors.TracerArrayConversionError:
+        raise ConfigError("recon_fn must be a pure JAX function of its arrays: it converts them to NumPy "
+                          "(use jax.numpy inside, or wrap host code with jax.pure_callback)") from None
+    except Exception as exc:  # noqa: BLE001 (whatever the user's function raised, named once)
+        raise ConfigError(f"recon_fn fails on (N, H, W) = {args[0].shape} complex64 input: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape is None or len(shape) != 3 or shape[0] != n or not jnp.issubdtype(dtype, jnp.floating):
+        raise ConfigError(f"recon_fn must return (N, h, w) real magnitude images; for input {args[0].shape} "
+                          f"it returned {shape} {dtype}")
+
+
 class Scorer:
     """``scorer(batch, candidates) -> Scores`` (B, K), jitted, for a model or a recon_fn.
 

@@ -173,3 +173,29 @@ def test_fd_start_is_not_rs_candidate_zero():
     rs0 = np.asarray(draw(keys, jnp.asarray(_batch()["target_raw"]), 5, FEATURES).offsets[:, 0])
     assert not np.array_equal(np.asarray(fd.candidate.offsets[:, 0]), rs0)
     assert not np.array_equal(np.asarray(fd.locations[:, 0]), np.asarray(rs.locations[:, 0]))
+
+
+def test_the_recon_fn_contract_is_checked_up_front_with_one_clear_error(tmp_path):
+    import pytest
+    from flax import nnx
+
+    from fnaf_jax.attacks import AttackConfig, MaskSpec, random_search, run_attack  # the public API
+    from fnaf_jax.errors import ConfigError
+
+    assert callable(random_search) and AttackConfig().k == 11 and MaskSpec().acceleration == 4
+
+    class NoReconstruct(nnx.Module):
+        pass
+
+    cases = [
+        (lambda u, m, md: jnp.abs(u)[..., None], r"must return \(N, h, w\) real .* \(2, 320, 320, 1\)"),
+        (lambda u, m, md: np.asarray(u).real, "pure JAX function"),
+        (NoReconstruct(), "no .reconstruct"),
+        (lambda u, m, md: u, "real magnitude images"),
+        ("not a model", "expected an NNX model"),
+    ]
+    for fn, match in cases:
+        out = tmp_path / "r.jsonl"
+        with pytest.raises(ConfigError, match=match):
+            run_attack(fn, [], out, progress=False)
+        assert not out.exists()  # a run that fails before its first record leaves no file

@@ -39,7 +39,7 @@ from fnaf_jax.attacks.random_search import random_search
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.features import Candidates, pinned_prng
 from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
-from fnaf_jax.objective import make_scorer
+from fnaf_jax.objective import check_recon, make_scorer
 
 METHODS = {"rs": random_search, "fd": finite_diff}
 
@@ -69,6 +69,11 @@ def model_name_for(checkpoint) -> str:
     for ``fnaf train`` outputs (``RUN/best``, ``RUN/last``)."""
     path = Path(checkpoint).absolute()
     return path.parent.name if path.name in ("best", "last") else path.name
+
+
+def default_model_name(model_or_fn) -> str:
+    """A name for the records when none is given: the function's or the model class's."""
+    return getattr(model_or_fn, "__name__", None) or type(model_or_fn).__name__
 
 
 def slice_key(seed: int, fname: str, slice_num: int) -> jax.Array:
@@ -260,6 +265,8 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1 (or unset for every slice), got {limit}")
+    check_recon(model_or_fn, cfg.features.image_shape)  # before any file is touched
+    model_name = model_name or default_model_name(model_or_fn)
     out_path = Path(out_path)
     with exclusive_lock(out_path, "results file"):
         return _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed,
