@@ -112,7 +112,8 @@ def location_heatmaps(records, path, image_size: int = 320, underlay=None) -> di
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
         hits = sum(bool(r["hit"]) for r in mine)
-        ax.set_title(f"{name}\n{hits} hits / {len(mine)} accepted slices", fontsize=8)
+        methods = "+".join(sorted({r["method"].upper() for r in mine}))
+        ax.set_title(f"{name}\n{hits} hits / {len(mine)} accepted ({methods})", fontsize=8)
         ax.set_xlabel("column (pixels)", fontsize=7)
         ax.tick_params(labelsize=6)
         stats[name] = {"n": len(mine), "hits": hits}
