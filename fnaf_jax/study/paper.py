@@ -72,19 +72,25 @@ def instrument_checks(results: dict) -> list[dict]:
         rs = _get(results, "table2", "unet", acc, "rs") or {}
         eraser, nofeature = rs.get("eraser_rate"), rs.get("nofeature_rate")
         zf = _get(results, "table2", "zero-filled", acc, "rs") or {}
-        verdicts, evidence = [], []
+        verdicts, evidence, why = [], [], []
         if eraser and eraser.get("n"):
             verdicts.append(stats.verdict(eraser["lo"], eraser["hi"], MIN_ERASER))
             evidence.append(f"oracle eraser {fmt_rate(eraser)}")
+            if verdicts[-1] != stats.HOLDS:
+                why.append(f"the oracle eraser's interval does not clear {MIN_ERASER:g}%")
         if nofeature and nofeature.get("n"):
             verdicts.append(stats.verdict(nofeature["lo"], nofeature["hi"], MAX_NOFEATURE, "below"))
             evidence.append(f"no-feature control on the U-Net {fmt_rate(nofeature)}")
+            if verdicts[-1] != stats.HOLDS:
+                why.append(f"background error alone is a hit on {nofeature['pct']:.1f}% of slices "
+                           f"(interval up to {nofeature['hi']:.1f}%, threshold {MAX_NOFEATURE:g}%): "
+                           "a hit there may be the model's background error, not a lost feature")
         if zf.get("attack_rate"):
             evidence.append(f"zero-filled input as the output {fmt_rate(zf['attack_rate'])} (information)")
         out.append(_finding(
             f"{acc}x: the attack can tell an eraser from a perfect model (oracle eraser hit on "
             f">= {MIN_ERASER:g}% of accepted slices, background error alone a hit on <= {MAX_NOFEATURE:g}%)",
-            "(not in the paper)", verdicts, evidence))
+            "(not in the paper)", verdicts, evidence, "; ".join(why) or None))
     return out
 
 
@@ -123,7 +129,7 @@ def findings(results: dict) -> list[dict]:
         "4x: 84.44% vs 12.71% (RS), SSIM 0.7213 vs 0.7197", verdicts, evidence))
 
     # 2. random search finds at least as many FNAFs as finite differences (paired, same slices)
-    verdicts, evidence = [], []
+    verdicts, evidence, why = [], [], []
     for acc in accs:
         for key, pair in sorted(paired.get(acc, {}).items()):
             if not key.startswith("rs-fd:"):
@@ -132,10 +138,17 @@ def findings(results: dict) -> list[dict]:
             gap = pair["rate_difference"]
             verdicts.append(stats.verdict(*_interval(gap), -RS_FD_TOLERANCE))
             evidence.append(f"{_name(model)} {acc}x RS - FD {fmt_mean(gap, '{:+.1f}')} points")
+            if verdicts[-1] != stats.HOLDS:
+                rates = [_get(results, "table2", model, acc, m, "attack_rate", "pct") for m in ("rs", "fd")]
+                ceiling = all(r is not None and r >= 95.0 for r in rates)
+                why.append(f"{verdicts[-1]} for {_name(model)} at {acc}x"
+                           + (" (both methods hit >= 95% of slices: a ceiling leaves no room for a "
+                              "difference)" if ceiling else ""))
     out.append(_finding(
         f"Random search is at least as strong as finite differences (RS - FD attack rate > "
         f"-{RS_FD_TOLERANCE:g} points, every model and acceleration)",
-        "RS > FD for every model (e.g. U-Net 4x 84.44% vs 72.17%)", verdicts, evidence))
+        "RS > FD for every model (e.g. U-Net 4x 84.44% vs 72.17%)", verdicts, evidence,
+        "; ".join(why) or None))
 
     # 3. almost every random candidate survives under-sampling
     verdicts, evidence = [], []
