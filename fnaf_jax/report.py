@@ -89,16 +89,24 @@ def _name(row: dict) -> str:
     return f"{row['model']} ({pretty})" if pretty and pretty != row["model"] else row["model"]
 
 
-def table2_markdown(rows: list[dict]) -> str:
-    header = ("| model | acceleration | method | attack rate [95% CI] (hits / accepted) | paper % "
-              "| mean worst loss [95% CI] | paper loss | feature-lost fraction [95% CI] |")
-    lines = [header, "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {_name(r)} | {r['acceleration']}x | {r['method'].upper()} | {fmt_rate(r['attack_rate'])} | "
-            f"{_f(r.get('paper_attack_rate'), '{:.2f}')} | {fmt_mean(r['mean_worst_loss'])} | "
-            f"{_f(r.get('paper_mean_worst_loss'), '{:.3g}')} | {fmt_mean(r['lost_fraction'], '{:.2f}')} |")
+def _table(rows: list[dict], columns) -> str:
+    """A Markdown table: model, acceleration and method, then ``columns`` of
+    ``(header, row -> cell text)``."""
+    lead = (("model", _name), ("acceleration", lambda r: f"{r['acceleration']}x"),
+            ("method", lambda r: r["method"].upper()))
+    cols = [*lead, *columns]
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def table2_markdown(rows: list[dict]) -> str:
+    return _table(rows, [
+        ("attack rate [95% CI] (hits / accepted)", lambda r: fmt_rate(r["attack_rate"])),
+        ("paper %", lambda r: _f(r.get("paper_attack_rate"), "{:.2f}")),
+        ("mean worst loss [95% CI]", lambda r: fmt_mean(r["mean_worst_loss"])),
+        ("paper loss", lambda r: _f(r.get("paper_mean_worst_loss"), "{:.3g}")),
+        ("feature-lost fraction [95% CI]", lambda r: fmt_mean(r["lost_fraction"], "{:.2f}"))])
 
 
 CONTROLS_NOTE = (
@@ -111,30 +119,25 @@ CONTROLS_NOTE = (
 
 def controls_markdown(rows: list[dict]) -> str:
     """The rates that say what an attack rate means, beside it (same slices, masks, features)."""
-    lines = [("| model | acceleration | method | attack rate | oracle eraser | no-feature control "
-              "| random feature | random feature lost fraction |"),
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {_name(r)} | {r['acceleration']}x | {r['method'].upper()} | {fmt_rate(r['attack_rate'])} | "
-            f"{fmt_rate(r.get('eraser_rate'))} | {fmt_rate(r.get('nofeature_rate'))} | "
-            f"{fmt_rate(r.get('random_rate'))} | {fmt_mean(r.get('random_lost_fraction'), '{:.2f}')} |")
-    return "\n".join(lines) + "\n"
+    return _table(rows, [
+        ("attack rate", lambda r: fmt_rate(r["attack_rate"])),
+        ("oracle eraser", lambda r: fmt_rate(r.get("eraser_rate"))),
+        ("no-feature control", lambda r: fmt_rate(r.get("nofeature_rate"))),
+        ("random feature", lambda r: fmt_rate(r.get("random_rate"))),
+        ("random feature lost fraction", lambda r: fmt_mean(r.get("random_lost_fraction"), "{:.2f}"))])
 
 
 def table3_markdown(rows: list[dict]) -> str:
     lo, hi = PUBLISHED["table3"]["acceptance_range"]
-    lines = [("| model | acceleration | method | acceptance, candidates [95% CI] (accepted / scored) "
-              "| acceptance, chosen worst feature (paper's definition) | mean IP chosen | mean IP random |"),
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {_name(r)} | {r['acceleration']}x | {r['method'].upper()} | "
-                     f"{fmt_rate(r['acceptance'], 2)} | {fmt_rate(r.get('chosen_acceptance'), 2)} | "
-                     f"{_f(r['mean_ip'], '{:.3g}')} | {_f(r.get('mean_ip_random'), '{:.3g}')} |")
-    lines.append(f"\nPaper (Table 3): acceptance {lo}-{hi} % (Random column 99.82 %, IP 6.4e-4; per-model "
-                 "columns: the chosen worst feature, picked without the filter), mean IP about "
-                 f"{PUBLISHED['table3']['mean_ip']:.0e}.")
-    return "\n".join(lines) + "\n"
+    table = _table(rows, [
+        ("acceptance, candidates [95% CI] (accepted / scored)", lambda r: fmt_rate(r["acceptance"], 2)),
+        ("acceptance, chosen worst feature (paper's definition)",
+         lambda r: fmt_rate(r.get("chosen_acceptance"), 2)),
+        ("mean IP chosen", lambda r: _f(r["mean_ip"], "{:.3g}")),
+        ("mean IP random", lambda r: _f(r.get("mean_ip_random"), "{:.3g}"))])
+    return table + (f"\nPaper (Table 3): acceptance {lo}-{hi} % (Random column 99.82 %, IP 6.4e-4; "
+                    "per-model columns: the chosen worst feature, picked without the filter), mean IP "
+                    f"about {PUBLISHED['table3']['mean_ip']:.0e}.\n")
 
 
 def transfer_markdown(rows: list[dict]) -> str:

@@ -42,3 +42,13 @@ def synthetic_lesion_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic_lesions")
     write_dataset(out, n_volumes=2, n_slices=3, width=368, seed=1, lesions=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_checkpoint(tmp_path_factory) -> Path:
+    """A model checkpoint of an untrained U-Net with 2 channels and 1 pool (fast to run)."""
+    from fnaf_jax.models.registry import build_model
+    from fnaf_jax.models.store import save_model
+
+    config = {"arch": "unet", "chans": 2, "num_pool_layers": 1}
+    return save_model(tmp_path_factory.mktemp("ckpt") / "tiny-unet", build_model(config), config)

@@ -179,7 +179,12 @@ def test_the_recon_fn_contract_is_checked_up_front_with_one_clear_error(tmp_path
     import pytest
     from flax import nnx
 
-    from fnaf_jax.attacks import AttackConfig, MaskSpec, random_search, run_attack  # the public API
+    from fnaf_jax.attacks import (  # the public API
+        AttackConfig,
+        MaskSpec,
+        random_search,
+        run_attack,
+    )
     from fnaf_jax.errors import ConfigError
 
     assert callable(random_search) and AttackConfig().k == 11 and MaskSpec().acceleration == 4

@@ -12,14 +12,8 @@ from fnaf_jax.cli import main
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from fnaf_jax.models.registry import build_model
-    from fnaf_jax.models.store import save_model
-
-    config = {"arch": "unet", "chans": 2, "num_pool_layers": 1}
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-unet"
-    save_model(path, build_model(config), config)
-    return path
+def checkpoint(tiny_unet_checkpoint):
+    return tiny_unet_checkpoint
 
 
 def _attack(checkpoint, data, out, *extra):
