@@ -56,6 +56,12 @@ def main(argv=None) -> int:
         print(f"fnaf {args.command}: error: {describe_os_error(exc, exc.filename or 'a file')}",
               file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # XLA reports device out-of-memory as a RuntimeError subclass
+        if "RESOURCE_EXHAUSTED" not in str(exc):
+            raise
+        print(f"fnaf {args.command}: error: out of accelerator memory (try a smaller --batch-size, "
+              "or --max-images-per-call for attacks)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"fnaf {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -115,3 +115,16 @@ def test_disk_full_during_reconstruct_is_one_line_and_leaves_no_partial_file(tmp
     assert len(err) == 1 and "disk full" in err[0]
     assert not list(out.glob("*.h5"))  # nothing fnaf evaluate could mistake for a submission
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # and no temp debris
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
+    from fnaf_jax.commands import synth
+
+    def exhausted(args):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
+
+    monkeypatch.setattr(synth, "run", exhausted)
+    assert main(["synth", "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fnaf synth: error: out of accelerator memory (try a smaller --batch-size, "
+                   "or --max-images-per-call for attacks)"]
