@@ -126,5 +126,4 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(synth, "run", exhausted)
     assert main(["synth", "--out", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["fnaf synth: error: out of accelerator memory (try a smaller --batch-size, "
-                   "or --max-images-per-call for attacks)"]
+    assert len(err) == 1 and err[0].startswith("fnaf synth: error: out of accelerator memory")
