@@ -79,7 +79,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         tp, _ = _base_type(hints[field.name])
         default = (field.default if field.default is not dataclasses.MISSING
                    else field.default_factory())
-        kwargs = {"dest": field.name, "help": f"{HELP.get(field.name, '')} (default: {default})"}
+        # an unset (None) default is explained by the help text itself: one default per flag
+        suffix = "" if default is None else f" (default: {default})"
+        kwargs = {"dest": field.name, "help": f"{HELP.get(field.name, '')}{suffix}"}
         if field.name == "data":
             kwargs.update(required=True, help=HELP["data"])
         elif tp is bool:
