@@ -104,3 +104,11 @@ def test_disk_full_during_an_attack_is_one_line_and_keeps_earlier_records(checkp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "disk full" in err[0] and "2 records written before are kept" in err[0]
     assert out.read_bytes() == before
+
+
+def test_the_same_checkpoint_spelled_differently_resumes(checkpoint, synthetic_dir, tmp_path, monkeypatch):
+    out = tmp_path / "r.jsonl"
+    assert main(_argv(checkpoint, synthetic_dir, out)) == 0
+    monkeypatch.chdir(checkpoint.parent)
+    assert main(_argv(f"./{checkpoint.name}", synthetic_dir, out, "--limit", "3")) == 0
+    assert len(out.read_text().splitlines()) == 3

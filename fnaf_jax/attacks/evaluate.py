@@ -277,13 +277,17 @@ def run_settings(method: str, spec: MaskSpec, cfg: AttackConfig, *, model: str, 
                  seed: int, transfer_from=None) -> dict:
     """Everything that defines a results file's numbers (its run identity)."""
     f, o = cfg.features, cfg.objective
-    return {"method": method, "model": model, "checkpoint": checkpoint, "acceleration": spec.acceleration,
+    def where(path):  # the same file however it was spelled on the command line
+        return str(Path(path).resolve()) if path else None
+
+    return {"method": method, "model": model, "checkpoint": where(checkpoint) or "",
+            "acceleration": spec.acceleration,
             "center_fraction": spec.fraction(), "mask_type": spec.mask_type, "k": cfg.k,
             "fd_iterations": cfg.fd_iterations, "fd_step": cfg.fd_step, "fd_lr": cfg.fd_lr,
             "features": {"num_pixels": f.num_pixels, "shape": f.shape, "box_size": f.box_size,
                          "intensity": f.intensity, "constant_value": f.constant_value},
             "reduction": o.reduction, "radius": o.radius, "seed": seed, "gamma": cfg.gamma,
-            "ip_threshold": cfg.ip_threshold, "transfer_from": None if transfer_from is None else str(transfer_from)}
+            "ip_threshold": cfg.ip_threshold, "transfer_from": where(transfer_from)}
 
 
 def _check_same_run(out_path: Path, existing: list[dict], settings: dict) -> None:
