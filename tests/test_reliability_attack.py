@@ -85,9 +85,9 @@ def test_disk_full_during_an_attack_is_one_line_and_keeps_earlier_records(checkp
     out = tmp_path / "r.jsonl"
     assert main(_argv(checkpoint, synthetic_dir, out)) == 0
     before = out.read_bytes()
-    import fnaf_jax.attacks.evaluate as ev
+    import fnaf_jax.attacks.records as records
 
-    real_open = ev._open_for_append
+    real_open = records.open_for_append
 
     class Full:
         def __init__(self, fh):
@@ -99,7 +99,7 @@ def test_disk_full_during_an_attack_is_one_line_and_keeps_earlier_records(checkp
         def __getattr__(self, name):
             return getattr(self.fh, name)
 
-    monkeypatch.setattr(ev, "_open_for_append", lambda path: Full(real_open(path)))
+    monkeypatch.setattr(records, "open_for_append", lambda path: Full(real_open(path)))
     assert main(_argv(checkpoint, synthetic_dir, out, "--limit", "4")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "disk full" in err[0] and "2 records written before are kept" in err[0]

@@ -1,16 +1,6 @@
-"""Attack a dataset slice by slice and write one JSON line per slice (resumable).
+"""Attack a dataset slice by slice and append one JSON line per slice (resumable).
 
-A record (``attack_record``) holds: ``file``, ``slice``, ``method`` ("rs" | "fd"),
-``acceleration``, ``center_fraction``, ``mask_type``, ``mask_seed`` (the file name that
-seeds the column mask, fastMRI's validation convention), ``worst_loss``, ``hit``, ``ip``,
-``accepted``, ``num_accepted``/``num_scored`` (candidates with IP >= threshold / scored),
-``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...], ``values``}, the
-controls of the chosen feature (``nofeature_loss``, ``eraser_loss``, ``lost_fraction``),
-``scored`` (per-candidate lists ``loss``, ``ip``, ``nofeature``, ``eraser``, ``lost`` in
-scoring order, from which the tables derive the control and random-feature rows),
-``model``, ``checkpoint``, ``seed``, ``gamma``, ``ip_threshold`` and, for transfer runs,
-``transfer_from`` and ``source_model``.
-
+The record schema, reading and resume checks live in ``fnaf_jax.attacks.records``.
 Randomness is per slice (a key folded from the seed and the slice's file/slice name), so
 a resumed run, or a run with another batch size, draws the same features.
 """
@@ -28,16 +18,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnaf_jax import masks as masks_mod
+from fnaf_jax.attacks import records
 from fnaf_jax.attacks.config import (
     DEFAULT_ATTACK,
     AttackConfig,
-    AttackResult,
     summarize,
 )
 from fnaf_jax.attacks.finite_diff import finite_diff
 from fnaf_jax.attacks.random_search import random_search
+from fnaf_jax.attacks.records import (  # noqa: F401
+    SCORED_FIELDS,
+    attack_record,
+    candidate_from_record,
+    read_records,
+)
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.features import Candidates, pinned_prng
+from fnaf_jax.features import pinned_prng
 from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
 from fnaf_jax.objective import check_recon, make_scorer
 
@@ -116,106 +112,6 @@ def make_batch(items: list[dict], spec: MaskSpec, image_shape) -> dict:
     }
 
 
-def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spec: MaskSpec,
-                  cfg: AttackConfig, extra: dict) -> dict:
-    """The JSON record of sample ``i`` of an attacked batch (see the module docstring)."""
-    cand = jax.tree.map(lambda a: np.asarray(a[i, 0]), result.candidate)
-    pixels = cand.offsets + cand.location
-    chosen = int(result.index[i])
-    return {
-        "file": batch["fname"][i],
-        "slice": batch["slice_num"][i],
-        "method": method,
-        "acceleration": spec.acceleration,
-        "center_fraction": spec.fraction(),
-        "mask_type": spec.mask_type,
-        "mask_seed": batch["fname"][i],
-        "worst_loss": float(result.worst_loss[i]),
-        "hit": bool(result.hit[i]),
-        "ip": float(result.ip[i]),
-        "accepted": bool(result.accepted[i]),
-        "num_accepted": int(result.num_accepted[i]),
-        "num_scored": int(result.losses.shape[1]),
-        "location": [int(v) for v in cand.location],
-        "feature": {"pixels": pixels.astype(int).tolist(), "values": [float(v) for v in cand.values]},
-        "nofeature_loss": _num(result.nofeature[i, chosen]),
-        "eraser_loss": _num(result.eraser[i, chosen]),
-        "lost_fraction": _num(result.lost[i, chosen]),
-        "scored": {name: [_num(v) for v in np.asarray(getattr(result, field)[i])]
-                   for name, field in SCORED_FIELDS},
-        "gamma": cfg.gamma,
-        "ip_threshold": cfg.ip_threshold,
-        "box_size": cfg.features.box_size,
-        **extra,
-    }
-
-
-#: per-candidate lists in a record's ``scored``, in scoring order (RS: draw order)
-SCORED_FIELDS = (("loss", "losses"), ("ip", "ips"), ("nofeature", "nofeature"),
-                 ("eraser", "eraser"), ("lost", "lost"))
-
-
-def _num(value) -> float | None:
-    """A float for JSON; NaN (a lost fraction with nothing to lose) becomes null."""
-    value = float(value)
-    return None if np.isnan(value) else value
-
-
-def candidate_from_record(record: dict) -> Candidates:
-    """A (1, 1, P, ...) candidate rebuilt from a record's ``feature`` and ``location``."""
-    try:
-        pixels = np.asarray(record["feature"]["pixels"], np.int32)
-        values = np.asarray(record["feature"]["values"], np.float32)
-        location = np.asarray(record["location"], np.int32)
-    except (KeyError, TypeError) as exc:
-        raise DataError(f"attack record of {record.get('file')} slice {record.get('slice')}: "
-                        f"no usable feature ({exc})") from None
-    if pixels.ndim != 2 or pixels.shape[1] != 2 or values.shape != (len(pixels),) or location.shape != (2,):
-        raise DataError(f"attack record of {record.get('file')} slice {record.get('slice')}: malformed feature")
-    return Candidates(jnp.asarray(pixels - location)[None, None], jnp.asarray(location)[None, None],
-                      jnp.asarray(values)[None, None])
-
-
-def read_records(path) -> list[dict]:
-    """Records of a results file, checked; a torn last line (a killed run) is ignored.
-
-    Every line must be a JSON object with ``file`` and ``slice`` (an ``fnaf attack``
-    record); a torn last line is only tolerated after at least one valid record, so a
-    file that never held records (a text file, a training ``metrics.jsonl``) is refused.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such results file")
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not an fnaf attack results file (not text)") from None
-    records = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines) and records:
-                break  # interrupted while writing its last line
-            raise DataError(f"{path}:{n}: not an fnaf attack results file (not a JSON line)") from None
-        if not isinstance(record, dict) or "file" not in record or "slice" not in record:
-            raise DataError(f"{path}:{n}: not an fnaf attack results file (the line has no 'file' and 'slice')")
-        records.append(record)
-    return records
-
-
-def _cut_torn_line(path: Path) -> None:
-    """Drop a torn final line left by a killed run (after ``read_records`` accepted the rest)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
-
-
 def _transfer_attack(sources: dict, cfg: AttackConfig):
     """An attack that re-scores each slice's source feature (same mask) on this model."""
 
@@ -273,39 +169,9 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
                            model_name, checkpoint, role, transfer_from, progress)
 
 
-def run_settings(method: str, spec: MaskSpec, cfg: AttackConfig, *, model: str, checkpoint: str,
-                 seed: int, transfer_from=None) -> dict:
-    """Everything that defines a results file's numbers (its run identity)."""
-    f, o = cfg.features, cfg.objective
-    def where(path):  # the same file however it was spelled on the command line
-        return str(Path(path).resolve()) if path else None
-
-    return {"method": method, "model": model, "checkpoint": where(checkpoint) or "",
-            "acceleration": spec.acceleration,
-            "center_fraction": spec.fraction(), "mask_type": spec.mask_type, "k": cfg.k,
-            "fd_iterations": cfg.fd_iterations, "fd_step": cfg.fd_step, "fd_lr": cfg.fd_lr,
-            "features": {"num_pixels": f.num_pixels, "shape": f.shape, "box_size": f.box_size,
-                         "intensity": f.intensity, "constant_value": f.constant_value},
-            "reduction": o.reduction, "radius": o.radius, "seed": seed, "gamma": cfg.gamma,
-            "ip_threshold": cfg.ip_threshold, "transfer_from": where(transfer_from)}
-
-
-def _check_same_run(out_path: Path, existing: list[dict], settings: dict) -> None:
-    """Refuse to append to a file made with other settings, naming the first difference."""
-    if not existing:
-        return
-    theirs = existing[0].get("settings")
-    if theirs is None:  # a file from before run identities were recorded: the old check
-        theirs = {k: existing[0].get(k) for k in ("method", "acceleration", "model")}
-    for key, value in settings.items():
-        if key in theirs and theirs[key] != value:
-            raise ConfigError(f"{out_path} holds results of another run: {key} is {theirs[key]!r} there, "
-                              f"{value!r} here; resume only the same run, or choose another --out")
-
-
 def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed, model_name,
                 checkpoint, role, transfer_from, progress) -> int:
-    existing = read_records(out_path) if out_path.is_file() else []
+    existing = records.read_records(out_path) if out_path.is_file() else []
     done = {(r["file"], r["slice"]) for r in existing}
     n = len(dataset) if limit is None else min(limit, len(dataset))
     extra = {"model": model_name, "role": role, "checkpoint": checkpoint, "seed": seed}
@@ -324,9 +190,9 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
                         first.get("center_fraction", spec.center_fraction),
                         first.get("mask_type", spec.mask_type))
         attack = _transfer_attack(sources, cfg)
-    settings = run_settings(method, spec, cfg, model=model_name, checkpoint=checkpoint, seed=seed,
+    settings = records.run_settings(method, spec, cfg, model=model_name, checkpoint=checkpoint, seed=seed,
                             transfer_from=transfer_from)
-    _check_same_run(out_path, existing, settings)
+    records.check_same_run(out_path, existing, settings)
     extra["settings"] = settings
 
     todo = []
@@ -359,7 +225,7 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             lines = "".join(json.dumps(attack_record(result, i, batch, method=method, spec=spec, cfg=cfg,
                                                      extra=extra)) + "\n" for i in range(real))
             if fh is None:
-                fh = _open_for_append(out_path)
+                fh = records.open_for_append(out_path)
             fh.write(lines)
             fh.flush()
             written += real
@@ -372,14 +238,6 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             fh.close()
         bar.close()
     return written
-
-
-def _open_for_append(path: Path):
-    """Append handle; a torn final line left by a killed run is cut off first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        _cut_torn_line(path)
-    return path.open("a")
 
 
 def _slice_name(dataset, index: int) -> tuple[str, int]:

@@ -1,0 +1,169 @@
+"""The attack results file: its record schema, reading, appending and resume checks.
+
+One JSON line per attacked slice (``attack_record``): ``file``, ``slice``, ``method``
+("rs" | "fd"), ``acceleration``, ``center_fraction``, ``mask_type``, ``mask_seed`` (the
+file name that seeds the column mask, fastMRI's validation convention), ``worst_loss``,
+``hit``, ``ip``, ``accepted``, ``num_accepted``/``num_scored`` (candidates with IP >=
+threshold / scored), ``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...],
+``values``}, the controls of the chosen feature (``nofeature_loss``, ``eraser_loss``,
+``lost_fraction``), ``scored`` (per-candidate lists ``loss``, ``ip``, ``nofeature``,
+``eraser``, ``lost`` in scoring order, from which the tables derive the control and
+random-feature rows), ``model``, ``role``, ``checkpoint``, ``seed``, ``gamma``,
+``ip_threshold``, ``settings`` (the run identity, ``run_settings``) and, for transfer
+runs, ``transfer_from``, ``source_model`` and ``source_role``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnaf_jax.attacks.config import AttackConfig, AttackResult
+from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.features import Candidates
+
+if TYPE_CHECKING:  # the runner's mask spec; records only read its fields
+    from fnaf_jax.attacks.evaluate import MaskSpec
+
+
+def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spec: MaskSpec,
+                  cfg: AttackConfig, extra: dict) -> dict:
+    """The JSON record of sample ``i`` of an attacked batch (see the module docstring)."""
+    cand = jax.tree.map(lambda a: np.asarray(a[i, 0]), result.candidate)
+    pixels = cand.offsets + cand.location
+    chosen = int(result.index[i])
+    return {
+        "file": batch["fname"][i],
+        "slice": batch["slice_num"][i],
+        "method": method,
+        "acceleration": spec.acceleration,
+        "center_fraction": spec.fraction(),
+        "mask_type": spec.mask_type,
+        "mask_seed": batch["fname"][i],
+        "worst_loss": float(result.worst_loss[i]),
+        "hit": bool(result.hit[i]),
+        "ip": float(result.ip[i]),
+        "accepted": bool(result.accepted[i]),
+        "num_accepted": int(result.num_accepted[i]),
+        "num_scored": int(result.losses.shape[1]),
+        "location": [int(v) for v in cand.location],
+        "feature": {"pixels": pixels.astype(int).tolist(), "values": [float(v) for v in cand.values]},
+        "nofeature_loss": _num(result.nofeature[i, chosen]),
+        "eraser_loss": _num(result.eraser[i, chosen]),
+        "lost_fraction": _num(result.lost[i, chosen]),
+        "scored": {name: [_num(v) for v in np.asarray(getattr(result, field)[i])]
+                   for name, field in SCORED_FIELDS},
+        "gamma": cfg.gamma,
+        "ip_threshold": cfg.ip_threshold,
+        "box_size": cfg.features.box_size,
+        **extra,
+    }
+
+
+#: per-candidate lists in a record's ``scored``, in scoring order (RS: draw order)
+SCORED_FIELDS = (("loss", "losses"), ("ip", "ips"), ("nofeature", "nofeature"),
+                 ("eraser", "eraser"), ("lost", "lost"))
+
+
+def _num(value) -> float | None:
+    """A float for JSON; NaN (a lost fraction with nothing to lose) becomes null."""
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def candidate_from_record(record: dict) -> Candidates:
+    """A (1, 1, P, ...) candidate rebuilt from a record's ``feature`` and ``location``."""
+    try:
+        pixels = np.asarray(record["feature"]["pixels"], np.int32)
+        values = np.asarray(record["feature"]["values"], np.float32)
+        location = np.asarray(record["location"], np.int32)
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"attack record of {record.get('file')} slice {record.get('slice')}: "
+                        f"no usable feature ({exc})") from None
+    if pixels.ndim != 2 or pixels.shape[1] != 2 or values.shape != (len(pixels),) or location.shape != (2,):
+        raise DataError(f"attack record of {record.get('file')} slice {record.get('slice')}: malformed feature")
+    return Candidates(jnp.asarray(pixels - location)[None, None], jnp.asarray(location)[None, None],
+                      jnp.asarray(values)[None, None])
+
+
+def read_records(path) -> list[dict]:
+    """Records of a results file, checked; a torn last line (a killed run) is ignored.
+
+    Every line must be a JSON object with ``file`` and ``slice`` (an ``fnaf attack``
+    record); a torn last line is only tolerated after at least one valid record, so a
+    file that never held records (a text file, a training ``metrics.jsonl``) is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such results file")
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not an fnaf attack results file (not text)") from None
+    records = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines) and records:
+                break  # interrupted while writing its last line
+            raise DataError(f"{path}:{n}: not an fnaf attack results file (not a JSON line)") from None
+        if not isinstance(record, dict) or "file" not in record or "slice" not in record:
+            raise DataError(f"{path}:{n}: not an fnaf attack results file (the line has no 'file' and 'slice')")
+        records.append(record)
+    return records
+
+
+def cut_torn_line(path: Path) -> None:
+    """Drop a torn final line left by a killed run (after ``read_records`` accepted the rest)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def run_settings(method: str, spec: MaskSpec, cfg: AttackConfig, *, model: str, checkpoint: str,
+                 seed: int, transfer_from=None) -> dict:
+    """Everything that defines a results file's numbers (its run identity)."""
+    f, o = cfg.features, cfg.objective
+    def where(path):  # the same file however it was spelled on the command line
+        return str(Path(path).resolve()) if path else None
+
+    return {"method": method, "model": model, "checkpoint": where(checkpoint) or "",
+            "acceleration": spec.acceleration,
+            "center_fraction": spec.fraction(), "mask_type": spec.mask_type, "k": cfg.k,
+            "fd_iterations": cfg.fd_iterations, "fd_step": cfg.fd_step, "fd_lr": cfg.fd_lr,
+            "features": {"num_pixels": f.num_pixels, "shape": f.shape, "box_size": f.box_size,
+                         "intensity": f.intensity, "constant_value": f.constant_value},
+            "reduction": o.reduction, "radius": o.radius, "seed": seed, "gamma": cfg.gamma,
+            "ip_threshold": cfg.ip_threshold, "transfer_from": where(transfer_from)}
+
+
+def check_same_run(out_path: Path, existing: list[dict], settings: dict) -> None:
+    """Refuse to append to a file made with other settings, naming the first difference."""
+    if not existing:
+        return
+    theirs = existing[0].get("settings")
+    if theirs is None:  # a file from before run identities were recorded: the old check
+        theirs = {k: existing[0].get(k) for k in ("method", "acceleration", "model")}
+    for key, value in settings.items():
+        if key in theirs and theirs[key] != value:
+            raise ConfigError(f"{out_path} holds results of another run: {key} is {theirs[key]!r} there, "
+                              f"{value!r} here; resume only the same run, or choose another --out")
+
+
+def open_for_append(path: Path):
+    """Append handle; a torn final line left by a killed run is cut off first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        cut_torn_line(path)
+    return path.open("a")
