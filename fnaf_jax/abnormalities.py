@@ -21,11 +21,11 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from fnaf_jax import metrics
 from fnaf_jax.data.annotations import Annotation, box_mask, by_slice
+from fnaf_jax.data.reconstructions import PREDICTION_KEY, read_volume
 from fnaf_jax.errors import DataError
 from fnaf_jax.fileio import atomic_path, write_text
 
@@ -66,16 +66,6 @@ def region_metrics(gt: np.ndarray, pred: np.ndarray, region: np.ndarray, data_ra
     return region_nmse(gt, pred, region), float(ssim_map(gt, pred, data_range)[region].mean())
 
 
-def _read_volume(path: Path, key: str) -> np.ndarray:
-    try:
-        with h5py.File(path, "r") as hf:
-            if key not in hf:
-                raise DataError(f"{path}: no dataset {key!r} (keys: {sorted(hf.keys())})")
-            return np.asarray(hf[key])
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read HDF5 ({exc})") from None
-
-
 def score_model(model: str, data_dir, predictions_dir, annotations: list[Annotation],
                 target_key: str = "reconstruction_esc") -> list[RegionScore]:
     """Region scores of one model's predictions for every boxed annotation whose file and
@@ -91,8 +81,8 @@ def score_model(model: str, data_dir, predictions_dir, annotations: list[Annotat
         target_path, pred_path = data_dir / fname, predictions_dir / fname
         if not (target_path.is_file() and pred_path.is_file()):
             continue
-        gt_vol = _read_volume(target_path, target_key)
-        pred_vol = _read_volume(pred_path, "reconstruction")
+        gt_vol = read_volume(target_path, target_key, "target")[0]
+        pred_vol = read_volume(pred_path, PREDICTION_KEY)[0]
         if gt_vol.shape != pred_vol.shape:
             raise DataError(f"{pred_path}: reconstruction shape {pred_vol.shape} != "
                             f"{target_key} {gt_vol.shape} of {target_path}")

@@ -16,54 +16,16 @@ import json
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from fnaf_jax import metrics
+from fnaf_jax.data.reconstructions import PREDICTION_KEY, read_volume
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.fileio import write_text
 
 TARGET_KEYS = {"singlecoil": "reconstruction_esc", "multicoil": "reconstruction_rss"}
-PREDICTION_KEY = "reconstruction"
 MAXVAL_RULES = ("volume", "attrs")
 TABLE_METRICS = (("nmse", "NMSE", 4), ("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4))
-
-
-def _attr(attrs, name):
-    """An HDF5 attribute as a plain Python value (bytes decoded), or None."""
-    if name not in attrs:
-        return None
-    value = attrs[name]
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _read_volume(path: Path, key: str, role: str) -> tuple[np.ndarray, dict]:
-    try:
-        with h5py.File(path, "r") as f:
-            if key not in f:
-                found = ", ".join(sorted(f.keys())) or "nothing"
-                raise DataError(
-                    f"{path}: {role} file has no '{key}' dataset (found {found})"
-                )
-            volume = np.asarray(f[key][()])
-            attrs = {name: _attr(f.attrs, name) for name in f.attrs}
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read {role} file as HDF5 ({exc})") from None
-    if volume.ndim != 3:
-        raise DataError(
-            f"{path}: '{key}' must be (slices, H, W), got shape {volume.shape}"
-        )
-    if np.iscomplexobj(volume):
-        raise DataError(
-            f"{path}: '{key}' must be a real magnitude image, got {volume.dtype}"
-        )
-    if not np.all(np.isfinite(volume)):
-        raise DataError(f"{path}: '{key}' holds NaN or infinite values")
-    return volume, attrs
 
 
 def _crop(volume: np.ndarray, size: int, path: Path, key: str) -> np.ndarray:
@@ -88,8 +50,8 @@ def evaluate_volume(
             f"{prediction_path}: prediction file is missing "
             f"(target {target_path.name} has no reconstruction)"
         )
-    target, target_attrs = _read_volume(target_path, target_key, "target")
-    pred, pred_attrs = _read_volume(prediction_path, PREDICTION_KEY, "prediction")
+    target, target_attrs = read_volume(target_path, target_key, "target")
+    pred, pred_attrs = read_volume(prediction_path, PREDICTION_KEY, "prediction")
     if pred.shape[0] != target.shape[0]:
         raise DataError(
             f"{prediction_path}: {pred.shape[0]} slices in '{PREDICTION_KEY}' "

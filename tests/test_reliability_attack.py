@@ -85,7 +85,7 @@ def test_disk_full_during_an_attack_is_one_line_and_keeps_earlier_records(checkp
     out = tmp_path / "r.jsonl"
     assert main(_argv(checkpoint, synthetic_dir, out)) == 0
     before = out.read_bytes()
-    import fnaf_jax.attacks.records as records
+    from fnaf_jax.attacks import records
 
     real_open = records.open_for_append
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-OUT_KEY = "reconstruction"
 OUT_SIZE = (320, 320)
 FULL_FIELD_OF_VIEW = ("irim",)  # these reconstruct from the whole image and crop themselves
 
@@ -73,7 +72,6 @@ def make_reconstruct_fn(model, mesh):
 def reconstruct_folder(checkpoint, data, out, *, acceleration=4, center_fraction=None,
                        mask_type="random", batch_size=8, progress=True, skip_bad=False) -> int:
     """Reconstruct every volume in ``data`` into ``out``; returns the number of volumes."""
-    import h5py
     import jax
     import numpy as np
 
@@ -128,7 +126,7 @@ def reconstruct_folder(checkpoint, data, out, *, acceleration=4, center_fraction
         start += volume.num_slices
         if jax.process_index() == 0:  # multi-host: every process holds the whole output
             _write(out / volume.fname, np.concatenate(slices), volume, acceleration,
-                   center_fraction, checkpoint, h5py)
+                   center_fraction, checkpoint)
     if bar is not None:
         bar.close()
     return len(dataset.volumes)
@@ -144,16 +142,15 @@ def _to_out_size(images, path, center_crop):
     return center_crop(images, OUT_SIZE).astype("float32")
 
 
-def _write(path, volume_images, volume, acceleration, center_fraction, checkpoint, h5py):
-    if volume.stored_mask is not None:  # test file: report its own under-sampling
+def _write(path, volume_images, volume, acceleration, center_fraction, checkpoint):
+    """A volume's submission file; a test file reports its own under-sampling."""
+    import h5py
+
+    from fnaf_jax.data.reconstructions import write_reconstruction
+
+    if volume.stored_mask is not None:
         with h5py.File(volume.path, "r") as f:
             acceleration = f.attrs.get("acceleration", acceleration)
         center_fraction = volume.stored_num_low / volume.kspace_shape[1]
-    from fnaf_jax.fileio import atomic_path
-
-    # atomic: a killed or failed write leaves no file*.h5 that fnaf evaluate could score
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(OUT_KEY, data=volume_images)
-        f.attrs["acceleration"] = acceleration
-        f.attrs["center_fraction"] = float(center_fraction)
-        f.attrs["checkpoint"] = str(Path(checkpoint).absolute())
+    write_reconstruction(path, volume_images, acceleration=acceleration, center_fraction=center_fraction,
+                         checkpoint=checkpoint)
