@@ -80,12 +80,13 @@ def fnaf_loss(output, target, region, cfg: ObjectiveConfig = ATTACK):
     return cfg.alpha * whole + cfg.beta * reg
 
 
-def information_preservation(x_feat, x_clean):
-    """IP (Eq. 7/8): ``MSE(x_feat, x_clean)`` with both z-scored by the clean input's stats.
+def information_preservation(x_feat, x_clean, clean_stats=None):
+    """IP (Eq. 7/8): ``MSE(x_feat, x_clean)`` with both z-scored by the clean input's stats
+    (``clean_stats = (mean, std)`` when the caller has them already).
 
     Not clamped: a clamp would hide the very feature whose survival IP measures.
     """
-    mean, std = instance_stats(x_clean)
+    mean, std = instance_stats(x_clean) if clean_stats is None else clean_stats
     diff = normalize(x_feat, mean, std, clamp=None) - normalize(x_clean, mean, std, clamp=None)
     return (diff**2).mean(axis=(-2, -1))
 
@@ -139,18 +140,18 @@ def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius, clean
     target = center_crop(y[idx] + d, out_shape)
     reg = center_crop(features.region(cand, shape, radius)[:, 0], out_shape)
     x_clean = jnp.abs(u_clean[idx])
+    mean0, std0 = instance_stats(x_clean)  # of the input without the feature: IP and no-feature control
     out = {
         "input": normalize(x, mean, std),
         "output": normalize(output, mean, std, clamp=None),
         "target": normalize(target, mean, std),
         "region": reg,
-        "ip": information_preservation(x, x_clean),
+        "ip": information_preservation(x, x_clean, (mean0, std0)),
         "mean": mean[..., 0, 0],
         "std": std[..., 0, 0],
     }
     if clean_output is not None:
         o0 = clean_output[idx]  # the model's output for the slice without the feature
-        mean0, std0 = instance_stats(x_clean)
         out["clean"] = normalize(clean, mean, std)
         out["clean_output"] = normalize(o0, mean, std, clamp=None)
         # the no-feature control lives in the statistics of the input it was made from

@@ -191,7 +191,7 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
                         first.get("mask_type", spec.mask_type))
         attack = _transfer_attack(sources, cfg)
     settings = records.run_settings(method, spec, cfg, model=model_name, checkpoint=checkpoint, seed=seed,
-                            transfer_from=transfer_from)
+                                    transfer_from=transfer_from)
     records.check_same_run(out_path, existing, settings)
     extra["settings"] = settings
 
