@@ -3,7 +3,7 @@
 - ``atomic_path(path)``: a context manager yielding a temporary name in the same folder;
   on success the file is flushed to disk and renamed over ``path`` (atomic on POSIX), on
   any failure it is removed and ``path`` is left as it was.
-- ``write_text`` / ``write_bytes``: the same for one string or byte string.
+- ``write_text``: the same for one string.
 - ``exclusive_lock(path)``: an OS lock (``fcntl.flock``) on ``path + ".lock"``, released
   when the process exits or dies (no stale marker); a second writer gets a ``LockedError``
   naming the holder's PID. Readers never take it.
@@ -65,12 +65,6 @@ def atomic_path(path, suffix: str = ""):
 def write_text(path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-    return Path(path)
-
-
-def write_bytes(path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
     return Path(path)
 
 
