@@ -362,7 +362,7 @@ def _check_output_folder(out_dir: Path, names: list[str], lesions: bool) -> None
 
 def write_annotations(path: Path, rows: list[dict]) -> Path:
     """Write lesion boxes as a fastMRI+ ``knee.csv``-style table."""
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=ANNOTATION_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -417,6 +417,7 @@ def save_preview(data_dir, out_path, slices_per_volume: int = 4) -> Path:
                                        edgecolor="red", linewidth=0.8))
     fig.tight_layout()
     out_path = Path(out_path)
-    fig.savefig(out_path, dpi=110)
+    with atomic_path(out_path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out_path

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fnaf_jax import __version__
 from fnaf_jax.errors import FnafError
+from fnaf_jax.fileio import write_text
 
 MARKER_DIR = ".stages"
 
@@ -117,7 +118,7 @@ class Pipeline:
                     out.unlink()
         self.marker(stage.name).unlink(missing_ok=True)
         self.marker_dir.mkdir(parents=True, exist_ok=True)
-        started.write_text(json.dumps({"key": key, "config": stage.config}, default=str))
+        write_text(started, json.dumps({"key": key, "config": stage.config}, default=str))
 
     def needed(self, targets) -> list[Stage]:
         """The stages in ``targets`` and every stage they depend on, in order."""
@@ -164,7 +165,7 @@ class Pipeline:
                 raise StageError(f"stage {i}/{n} '{stage.name}' failed: {exc} "
                                  f"(log: {self.log_file}; fix and re-run to resume)") from exc
             seconds = time.monotonic() - start
-            self.marker(stage.name).write_text(json.dumps(
+            write_text(self.marker(stage.name), json.dumps(
                 {"key": self.keys[stage.name], "seconds": round(seconds, 3),
                  "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "config": stage.config},
                 indent=1, default=str))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.fileio import write_text
 from fnaf_jax.published import MODEL_NAMES
 from fnaf_jax.study.pipeline import Stage, StageError
 
@@ -308,7 +309,7 @@ def table4_stage(layout: Layout, preset: dict, annotations: Path | None) -> Stag
             shutil.rmtree(out)
         if not Path(table).is_file():
             out.mkdir(parents=True)
-            (out / "table4.md").write_text(f"No annotation table ({table}).\n")
+            write_text(out / "table4.md", f"No annotation table ({table}).\n")
             return
         anns = read_annotations(table)
         scores, names = [], []
