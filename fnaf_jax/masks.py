@@ -294,3 +294,14 @@ def column_mask(
     """
     mask, num_low = mask_func((1, int(num_cols), 1), offset=offset, seed=seed)
     return mask.reshape(int(num_cols)), num_low
+
+
+SEED_RANGE = 2**32  # numpy RandomState seeds must be < 2**32
+
+
+def draw_column_mask(mask_func: MaskFunc, num_cols: int, fname, rng: np.random.Generator | None) -> np.ndarray:
+    """The (W,) float32 mask of one slice: seeded by the file name when ``rng`` is None
+    (fastMRI's validation convention), else drawn from ``rng`` (training: the loop derives
+    ``rng`` from the position in training, so a resumed run replays the same masks)."""
+    seed = file_seed(fname) if rng is None else int(rng.integers(SEED_RANGE))
+    return np.asarray(column_mask(mask_func, num_cols, seed=seed)[0], np.float32)

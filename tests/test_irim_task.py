@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fnaf_jax.data.transforms import crop_field_of_view
+from fnaf_jax.data.transforms import fft2c as fft2c_np
 from fnaf_jax.errors import DataError
 from fnaf_jax.masks import column_mask, create_mask_for_mask_type, file_seed
 from fnaf_jax.models.irim import IRIM
-from fnaf_jax.train.irim_task import IrimTask, crop_field_of_view, fft2c_np, train_step
+from fnaf_jax.train.irim_task import IrimTask, train_step
 
 TINY = {
     "n_steps": 2,

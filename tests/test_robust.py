@@ -3,8 +3,6 @@ the robust one must lose held-out features less than the clean-only one."""
 
 from __future__ import annotations
 
-import types
-
 import jax
 import numpy as np
 import optax
@@ -22,9 +20,8 @@ from fnaf_jax.train.unet_task import UnetTask
 STEPS = 8
 
 
-def _cfg(worst_of):
-    return types.SimpleNamespace(worst_of=worst_of, alpha=1.0, beta=100.0, mask_type="random",
-                                 accelerations=(4,), center_fractions=(0.08,))
+def _cfg(worst_of, **kw):
+    return {"worst_of": worst_of, "alpha": 1.0, "beta": 100.0, **kw}
 
 
 def _train(task, items, steps):
@@ -58,7 +55,7 @@ def items(synthetic_dir):
 
 
 def test_robust_task_batch_and_protocol(items):
-    task = RobustTask(UnetTask(), _cfg(3))
+    task = RobustTask(UnetTask(), **_cfg(3))
     assert isinstance(task, Task) and task.transform == "raw"
     batch = task.prepare_batch(items[:2], None)
     assert batch["fnaf_mask"].shape == (2, 320) and batch["target_raw"].shape == (2, 320, 320)
@@ -70,7 +67,7 @@ def test_robust_task_batch_and_protocol(items):
 
 def test_robust_training_lowers_the_fnaf_loss_on_held_out_features(items):
     clean_task = UnetTask()
-    robust_task = RobustTask(UnetTask(), _cfg(2))  # adversarial: worst of 2
+    robust_task = RobustTask(UnetTask(), **_cfg(2))  # adversarial: worst of 2
     clean_model, _ = _train(clean_task, items, STEPS)
     robust_model, aux = _train(robust_task, items, STEPS)
     assert {"clean_loss", "fnaf_loss"} <= set(aux)
@@ -88,7 +85,7 @@ def test_robust_training_lowers_the_fnaf_loss_on_held_out_features(items):
 
 
 def _ip_cfg(worst_of, threshold):
-    return types.SimpleNamespace(**vars(_cfg(worst_of)), ip_threshold=threshold)
+    return _cfg(worst_of, ip_threshold=threshold)
 
 
 @pytest.mark.parametrize("worst_of", [1, 3])
@@ -98,7 +95,7 @@ def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
     scorer), samples with none are masked out, and a threshold no draw passes leaves only
     the clean loss."""
     model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
-    probe = RobustTask(UnetTask(), _ip_cfg(worst_of, 0.0))
+    probe = RobustTask(UnetTask(), **_ip_cfg(worst_of, 0.0))
     batch = probe.prepare_batch(items[:4], np.random.default_rng(1))
     fb = probe.fnaf_batch(batch)
     key = jax.random.key(5)
@@ -110,7 +107,7 @@ def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
     draws = F.sample(key, 4, n, probe.features, lo=lo, hi=hi)
     ips = np.asarray(O.score(lambda u, m, md: abs(u), fb, draws)[1])
     threshold = float(np.median(ips))
-    task = RobustTask(UnetTask(), _ip_cfg(worst_of, threshold))
+    task = RobustTask(UnetTask(), **_ip_cfg(worst_of, threshold))
     chosen, valid = task.choose_features(model, batch, key)
     chosen_ip = np.asarray(O.score(lambda u, m, md: abs(u), fb, chosen)[1])[:, 0]
     valid = np.asarray(valid)
@@ -121,7 +118,7 @@ def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
         np.testing.assert_allclose(chosen_ip[valid], ips[valid, first_ok[valid]], rtol=1e-5)
         assert (ips[:, 0] < threshold).any(), "no first draw was rejected: the test proves nothing"
 
-    none = RobustTask(UnetTask(), _ip_cfg(worst_of, 1e9))
+    none = RobustTask(UnetTask(), **_ip_cfg(worst_of, 1e9))
     total, aux = none.loss(model, batch, key)
     assert float(aux["fnaf_loss"]) == 0.0 and float(aux["fnaf_rejected"]) == 1.0
     np.testing.assert_allclose(float(total), float(aux["clean_loss"]), rtol=1e-6)

@@ -30,17 +30,15 @@ import numpy as np
 
 from fnaf_jax.data.header import Header, HeaderError, metadata_onehot, parse_header
 from fnaf_jax.data.loader import make_loader  # DESIGN.md names it beside the dataset
+from fnaf_jax.data.transforms import unet_sample
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.masks import file_seed
-from fnaf_jax.normalize import normalize, normalize_instance
-from fnaf_jax.physics import center_crop
 
 __all__ = [
     "TRANSFORMS",
     "SliceDataset",
     "Volume",
     "file_seed",
-    "ifft2c_np",
     "make_loader",
     "metadata_onehot",
     "scan_volume",
@@ -212,13 +210,6 @@ def scan_files(files: Sequence[str], recons_key: str, skip_bad: bool) -> list[Vo
     return volumes
 
 
-def ifft2c_np(kspace: np.ndarray) -> np.ndarray:
-    """Host-side numpy twin of ``physics.ifft2c`` (keeps complex64; no jax in workers)."""
-    x = np.fft.ifftshift(kspace, axes=(-2, -1))
-    x = np.fft.ifft2(x, axes=(-2, -1), norm="ortho")
-    return np.fft.fftshift(x, axes=(-2, -1))
-
-
 def unet_crop_size(volume: Volume) -> tuple[int, int]:
     """fastMRI's crop: the target's size (header recon size for test files), but square
     of the k-space width when that is narrower (its "FLAIR 203" rule)."""
@@ -232,21 +223,8 @@ def unet_crop_size(volume: Volume) -> tuple[int, int]:
 
 
 def unet_transform(kspace, mask, target, volume: Volume) -> dict:
-    """fastMRI UnetDataTransform on one slice: z-scored zero-filled magnitude and target."""
-    crop = unet_crop_size(volume)
-    masked = kspace * mask[None, :].astype(kspace.dtype)
-    image = np.abs(center_crop(ifft2c_np(masked), crop)).astype(np.float32)
-    image, mean, std = normalize_instance(image)
-    if target is None:
-        target_z = np.zeros(crop, np.float32)
-    else:
-        target_z = normalize(center_crop(target, crop), mean, std).astype(np.float32)
-    return {
-        "image": image.astype(np.float32),
-        "target": target_z,
-        "mean": np.float32(mean.item()),
-        "std": np.float32(std.item()),
-    }
+    """fastMRI UnetDataTransform on one slice, at the volume's crop (``unet_crop_size``)."""
+    return unet_sample(kspace, mask, target, unet_crop_size(volume))._asdict()
 
 
 class SliceDataset:

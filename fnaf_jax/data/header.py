@@ -139,3 +139,8 @@ def header_xml(encoding_size=(640, 368, 1), recon_size=(320, 320, 1), center=Non
             f"<acquisitionSystemInformation>{model}</acquisitionSystemInformation>"
             f"<encoding>{size('encodedSpace', encoding_size)}"
             f"{size('reconSpace', recon_size)}{limits}</encoding></ismrmrdHeader>").encode()
+
+
+def metadata_or_zeros(metadata) -> np.ndarray:
+    """An item's (8,) float32 i-RIM metadata, or all zeros (unknown scanner) when it has none."""
+    return np.zeros(METADATA_SIZE, np.float32) if metadata is None else np.asarray(metadata, np.float32)

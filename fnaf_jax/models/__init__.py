@@ -1,5 +1,6 @@
-"""Reconstruction models (Flax NNX) and their PyTorch converters."""
+"""Reconstruction models (Flax NNX), their families and their PyTorch converters."""
 
-from fnaf_jax.models.registry import ARCHITECTURES, build_model
+from fnaf_jax.models.families import FAMILIES, NAMES, family
+from fnaf_jax.models.registry import build_model
 
-__all__ = ["ARCHITECTURES", "build_model"]
+__all__ = ["FAMILIES", "NAMES", "build_model", "family"]

@@ -37,10 +37,8 @@ import numpy as np
 from flax import nnx
 
 from fnaf_jax.errors import CheckpointError, ConfigError
+from fnaf_jax.models.families import NAMES, family, resolve
 from fnaf_jax.models.registry import build_abstract_model
-
-UNET_ARCHS = ("unet", "unet-v0")
-ARCHS = UNET_ARCHS + ("irim",)
 
 # Wrappers that prefix every key: DataParallel / DistributedDataParallel, torch.compile.
 GENERIC_PREFIXES = ("module.", "_orig_mod.")
@@ -161,14 +159,8 @@ def detect_arch(keys, extras=None, name: str = "<state dict>") -> str:
         return "unet"
     shown = ", ".join(keys[:5])
     raise CheckpointError(
-        f"{name}: cannot tell the architecture from its keys ({shown}, ...); pass arch= one of {', '.join(ARCHS)}"
+        f"{name}: cannot tell the architecture from its keys ({shown}, ...); pass arch= one of {', '.join(NAMES)}"
     )
-
-
-def _check_arch(arch: str) -> str:
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown architecture {arch!r} for conversion; known: {', '.join(ARCHS)}")
-    return arch
 
 
 _DOWN_KEY = re.compile(r"^down_sample_layers\.(\d+)\.")
@@ -332,7 +324,7 @@ def load_torch(source, arch: str | None = None, config: dict | None = None):
     arch = arch or config.pop("arch", None)
     config.pop("arch", None)
     if arch is not None:
-        _check_arch(arch)
+        family(arch)  # an unknown name fails before the file is read
 
     if isinstance(source, Mapping):
         name, obj = "<state dict>", source
@@ -342,9 +334,11 @@ def load_torch(source, arch: str | None = None, config: dict | None = None):
     state = strip_prefixes(state, GENERIC_PREFIXES)
     arch = arch or detect_arch(state, extras, name)
     arrays = {k: _to_numpy(v) for k, v in state.items()}
+    return resolve(family(arch).converter)(arch, arrays, extras, config, name)
 
-    if arch == "irim":
-        return _load_irim(arrays, extras, config, name)
+
+def unet_from_torch(arch: str, arrays: dict, extras, config: dict, name: str):
+    """The U-Net families' converter: sizes inferred from the shapes, ``config`` overriding."""
     arrays = strip_prefixes(arrays, UNET_PREFIXES)
     inferred = infer_unet_config(arch, {k: v.shape for k, v in arrays.items()}, extras, name)
     unknown = sorted(set(config) - set(inferred))
@@ -352,16 +346,6 @@ def load_torch(source, arch: str | None = None, config: dict | None = None):
         raise ConfigError(f"{arch}: unknown config entries {unknown}; known: {sorted(set(inferred) - {'arch'})}")
     full = {**inferred, **config}
     return unet_from_state_dict(full, arrays, name), full
-
-
-def _load_irim(arrays: dict, args, config: dict, name: str):
-    try:
-        from fnaf_jax.models import convert_irim
-    except ModuleNotFoundError as exc:
-        if exc.name != "fnaf_jax.models.convert_irim":
-            raise
-        raise ConfigError("i-RIM conversion is not available (fnaf_jax.models.convert_irim is missing)") from None
-    return convert_irim.from_torch(arrays, config or args, source=name)
 
 
 def parameter_count(model) -> int:

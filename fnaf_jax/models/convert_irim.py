@@ -159,6 +159,13 @@ def check_entries(model: IRIM, shapes: dict, source: str = "state_dict") -> dict
     return entries
 
 
+def convert(arch: str, arrays: dict, extras, config: dict, source: str):
+    """The i-RIM family's converter (``fnaf_jax.models.families``): an explicit ``config``
+    replaces the checkpoint's own training ``extras`` (its argparse arguments)."""
+    del arch
+    return from_torch(arrays, config or extras, source=source)
+
+
 def from_torch(state_dict: dict, args_or_config, source: str = "state_dict"):
     """Build ``IRIM`` from a PyTorch i-RIM ``state_dict`` and its ``args``; returns (model, config).
 

@@ -1,36 +1,15 @@
-"""Architecture names -> model constructors, so a config dict alone rebuilds a model.
+"""Build a model from its config dict alone (``{"arch": NAME, **constructor kwargs}``).
 
-A model config is a plain JSON-able dict: ``{"arch": NAME, **constructor kwargs}``.
-Constructors are imported lazily so that importing one architecture never pulls in
-the others.
+The constructor of each architecture is named by its family (``fnaf_jax.models.families``).
 """
 
 from __future__ import annotations
-
-import importlib
 
 import jax
 from flax import nnx
 
 from fnaf_jax.errors import ConfigError
-
-# name -> "module:callable"; the callable takes the config's kwargs and ``rngs``.
-ARCHITECTURES = {
-    "unet": "fnaf_jax.models.unet:Unet",
-    "unet-v0": "fnaf_jax.models.unet:UnetV0",
-    "irim": "fnaf_jax.models.irim:IRIM",
-}
-
-
-def resolve(arch: str):
-    """The constructor registered under ``arch``; a clear error for unknown names."""
-    try:
-        target = ARCHITECTURES[arch]
-    except KeyError:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise ConfigError(f"unknown architecture {arch!r}; known: {known}") from None
-    module_name, attr = target.split(":")
-    return getattr(importlib.import_module(module_name), attr)
+from fnaf_jax.models.families import family, resolve
 
 
 def check_config(config: dict):
@@ -41,7 +20,7 @@ def check_config(config: dict):
     if "arch" not in config:
         raise ConfigError(f"model config has no 'arch' entry: {config!r}")
     kwargs = {k: v for k, v in config.items() if k != "arch"}
-    constructor = resolve(config["arch"])
+    constructor = resolve(family(config["arch"]).constructor)
     # NNX modules hide __init__'s signature behind their metaclass: read it directly
     signature = inspect.signature(constructor.__init__ if inspect.isclass(constructor) else constructor)
     try:

@@ -18,17 +18,11 @@ from pathlib import Path
 
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.fileio import write_text
+from fnaf_jax.models.families import FAMILIES, NAMES
 
 CONFIG_FILE = "config.json"
-MODELS = ("unet", "unet-v0", "irim")
 LOSSES = ("l1", "mse", "ssim")
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction")
-#: Per model family, the recipe values that fill unset (None) fields.
-RECIPES = {
-    "unet": {"lr": 1e-3, "loss": "l1", "lr_step_fraction": 0.8},  # fastMRI U-Net baseline
-    "unet-v0": {"lr": 1e-3, "loss": "l1", "lr_step_fraction": 0.8},
-    "irim": {"lr": 1e-4, "loss": "ssim", "lr_step_fraction": 0.6},  # i-RIM release
-}
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,7 @@ class TrainConfig:
     # optimisation (fastMRI: RMSprop lr 1e-3, alpha 0.99, eps 1e-8; StepLR x0.1 at epoch 40/50)
     epochs: int = 50
     batch_size: int = 1
-    lr: float | None = None  # None: the model's recipe (RECIPES)
+    lr: float | None = None  # None: the model family's recipe
     rms_decay: float = 0.99
     rms_eps: float = 1e-8
     weight_decay: float = 0.0
@@ -82,7 +76,8 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name, value in RECIPES.get(self.model, {}).items():
+        recipe = FAMILIES[self.model].recipe if self.model in FAMILIES else {}
+        for name, value in recipe.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         # tuples, not lists, so configs read back from JSON compare equal
@@ -94,8 +89,8 @@ class TrainConfig:
         def bad(name, why):
             raise ConfigError(f"train config {name}={getattr(self, name)!r}: {why}")
 
-        if self.model not in MODELS:
-            bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
+        if self.model not in FAMILIES:
+            bad("model", f"unknown model; choose one of {', '.join(NAMES)}")
         if self.loss not in LOSSES:
             bad("loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
         if self.mask_type not in MASK_TYPES:
@@ -133,13 +128,7 @@ class TrainConfig:
 
     def model_config(self) -> dict:
         """The model config dict for ``fnaf_jax.models.build_model``."""
-        if self.model in ("unet", "unet-v0"):
-            cfg = {"arch": self.model, "in_chans": 1, "out_chans": 1, "chans": self.chans,
-                   "num_pool_layers": self.num_pools, "drop_prob": self.drop_prob}
-        else:
-            cfg = {"arch": self.model}
-        cfg.update(self.model_kwargs)
-        return cfg
+        return FAMILIES[self.model].model_config(self)
 
 
 def write_or_check(cfg: TrainConfig, workdir, force: bool = False) -> Path:

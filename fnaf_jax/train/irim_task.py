@@ -22,35 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fnaf_jax.data.fastmri import ifft2c_np
+from fnaf_jax.data.header import metadata_or_zeros
+from fnaf_jax.data.transforms import irim_sample
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.masks import column_mask, create_mask_for_mask_type, file_seed
-from fnaf_jax.physics import center_crop
+from fnaf_jax.masks import create_mask_for_mask_type, draw_column_mask
 from fnaf_jax.train.task import stack_items
 
 LOSSES = ("ssim", "l1", "mse")
 TRAIN_CROP = 368  # the release's --train_resolution 368 368
-_SEED_RANGE = 2**32  # numpy RandomState seeds must be < 2**32
-
-
-def fft2c_np(image: np.ndarray) -> np.ndarray:
-    """Host-side centred orthonormal FFT (numpy twin of ``physics.fft2c``)."""
-    x = np.fft.ifftshift(image, axes=(-2, -1))
-    x = np.fft.fft2(x, axes=(-2, -1), norm="ortho")
-    return np.fft.fftshift(x, axes=(-2, -1))
-
-
-def crop_field_of_view(kspace: np.ndarray, size: int) -> np.ndarray:
-    """k-space of the ``size x size`` centre of the image, zero-padded where it is smaller.
-
-    The release pads by ``p = max(H - size, W - size) // 2 + 1`` on every side before the
-    centre crop; padding by any amount large enough gives the same crop.
-    """
-    image = ifft2c_np(kspace)
-    h, w = image.shape
-    pad_h, pad_w = max(0, size - h) // 2 + 1, max(0, size - w) // 2 + 1
-    image = np.pad(image, ((pad_h, pad_h), (pad_w, pad_w)))
-    return fft2c_np(center_crop(image, (size, size))).astype(np.complex64)
 
 
 class IrimTask:
@@ -143,35 +122,13 @@ class IrimTask:
                 raise DataError(
                     f"{where}: target {target.shape} smaller than {out_size}"
                 )
-            kspace = crop_field_of_view(np.asarray(item["kspace"]), fov)
-            seed = (
-                file_seed(item["fname"])
-                if rng is None
-                else int(rng.integers(_SEED_RANGE))
-            )
-            mask, _ = column_mask(self.mask_func, fov, seed=seed)
-            y = ifft2c_np(kspace * mask[None, :].astype(np.complex64)).astype(
-                np.complex64
-            )
-            metadata = item.get("metadata")
-            rows.append(
-                {
-                    "y": y,
-                    "mask": mask.astype(np.float32),
-                    "target": center_crop(target, (out_size, out_size)),
-                    "max_value": np.float32(item["max_value"]),
-                    "metadata": np.zeros(8, np.float32)
-                    if metadata is None
-                    else metadata,
-                    "target_raw": target,
-                    "fname": item.get("fname"),
-                    "slice_num": item.get("slice_num"),
-                }
-            )
+            mask = draw_column_mask(self.mask_func, fov, item["fname"], rng)
+            sample = irim_sample(item["kspace"], target, fov, out_size, mask)
+            rows.append({**sample._asdict(), "max_value": np.float32(item["max_value"]),
+                         "metadata": metadata_or_zeros(item.get("metadata")), "target_raw": target,
+                         "fname": item.get("fname"), "slice_num": item.get("slice_num")})
         keys = ("y", "mask", "target", "max_value", "metadata", "target_raw")
-        batch = stack_items(rows, keys)
-        batch["metadata"] = batch["metadata"].astype(np.float32)
-        return batch
+        return stack_items(rows, keys)
 
     # --- jitted side -------------------------------------------------------------------
     def loss(self, model, batch, key):

@@ -47,37 +47,17 @@ _AUTO_SPLITS = {"train": ("singlecoil_train", "train"), "val": ("singlecoil_val"
 
 # --- building blocks ---------------------------------------------------------------------
 def build_task(cfg: TrainConfig):
-    """The task for ``cfg.model``, wrapped by ``RobustTask`` when ``cfg.robust``."""
-    if cfg.model in ("unet", "unet-v0"):
-        from fnaf_jax.train.unet_task import UnetTask
+    """The model family's training task for ``cfg``, wrapped by ``RobustTask`` when ``cfg.robust``."""
+    from fnaf_jax.models.families import family, resolve
+    from fnaf_jax.train.robust import RobustTask
 
-        task = UnetTask.from_config(cfg)
-    else:
-        irim_task = _optional_module("fnaf_jax.train.irim_task", "--model irim")
-        task = irim_task.IrimTask.from_config(cfg)
-    if cfg.robust:
-        robust = _optional_module("fnaf_jax.train.robust", "--robust")
-        task = robust.RobustTask(task, cfg)
-    return task
-
-
-def _optional_module(name: str, option: str):
-    """Import a colleague module that may not exist yet; a ConfigError if it does not."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec(name) is None:
-        raise ConfigError(f"{option}: {name} is not available in this installation")
-    return importlib.import_module(name)
+    task = resolve(family(cfg.model).task).from_config(cfg)
+    return RobustTask.from_config(task, cfg) if cfg.robust else task
 
 
 def clean_task_of(task):
     """The task whose loss is the clean loss (model selection ignores the FNAF term)."""
-    for name in ("base_task", "base"):
-        inner = getattr(task, name, None)
-        if inner is not None:
-            return inner
-    return task
+    return getattr(task, "base_task", task)
 
 
 def optimizer_for(task, cfg: TrainConfig, steps_per_epoch: int):

@@ -1,6 +1,6 @@
 """FNAF-robust training (paper section 3.3, SPEC 4): clean loss + Eq. 5 FNAF loss, one step.
 
-``RobustTask(base_task, cfg)`` wraps any task of the Task protocol. Each step draws
+``RobustTask(base_task, worst_of=..., ...)`` (or ``RobustTask.from_config``) wraps any task of the Task protocol. Each step draws
 features on the same batch, at random (``worst_of = 1``, augmentation) or as the worst of
 ``worst_of`` candidates scored with the current weights under ``stop_gradient``
 (adversarial), and adds the FNAF loss of the chosen feature (alpha 1, beta 100 by
@@ -17,10 +17,9 @@ import numpy as np
 from fnaf_jax import features
 from fnaf_jax.attacks.config import take_candidate, worst_of_k
 from fnaf_jax.errors import DataError
-from fnaf_jax.masks import column_mask, create_mask_for_mask_type, file_seed
+from fnaf_jax.masks import create_mask_for_mask_type, draw_column_mask
 from fnaf_jax.objective import ATTACK, ObjectiveConfig, information_preserved, score
 
-_SEED_RANGE = 2**32  # numpy RandomState seeds must be < 2**32
 _FEATURE_STREAM = 0x464E4146  # "FNAF": a key stream apart from the base task's
 #: random draws per sample in the paper's mode (worst_of = 1): the first one that passes
 #: information preservation is trained on (at 8x about 27% of single draws fail; all four
@@ -29,24 +28,26 @@ SPARES = 4
 
 
 class RobustTask:
-    """Task protocol wrapper adding the FNAF loss (see the module docstring).
+    """Task protocol wrapper adding the FNAF loss (see the module docstring)."""
 
-    ``cfg`` needs ``worst_of``, ``alpha``, ``beta``, ``mask_type``, ``accelerations`` and
-    ``center_fractions`` (``fnaf_jax.train.config.TrainConfig`` has them); optional
-    ``feature_config`` (a ``FeatureConfig``) and ``ip_threshold``.
-    """
-
-    def __init__(self, base_task, cfg):
+    def __init__(self, base_task, *, worst_of: int = 1, alpha: float = 1.0, beta: float = 100.0,
+                 ip_threshold: float = 1e-4, mask_func=None,
+                 feature_config: features.FeatureConfig = features.DEFAULT_FEATURES):
         self.base_task = base_task
         self.transform = base_task.transform
-        self.worst_of = int(getattr(cfg, "worst_of", 1))
-        self.objective = ObjectiveConfig(alpha=float(getattr(cfg, "alpha", 1.0)),
-                                         beta=float(getattr(cfg, "beta", 100.0)))
-        self.features = getattr(cfg, "feature_config", None) or features.DEFAULT_FEATURES
-        self.ip_threshold = float(getattr(cfg, "ip_threshold", 1e-4))
-        self.mask_func = create_mask_for_mask_type(
-            getattr(cfg, "mask_type", "random"), list(getattr(cfg, "center_fractions", (0.08,))),
-            list(getattr(cfg, "accelerations", (4,))))
+        self.worst_of = int(worst_of)
+        self.objective = ObjectiveConfig(alpha=float(alpha), beta=float(beta))
+        self.features = feature_config
+        self.ip_threshold = float(ip_threshold)
+        self.mask_func = mask_func or create_mask_for_mask_type("random", [0.08], [4])
+
+    @classmethod
+    def from_config(cls, base_task, cfg) -> RobustTask:
+        """From a ``TrainConfig``: its FNAF fields and its training masks."""
+        return cls(base_task, worst_of=cfg.worst_of, alpha=cfg.alpha, beta=cfg.beta,
+                   ip_threshold=cfg.ip_threshold,
+                   mask_func=create_mask_for_mask_type(cfg.mask_type, list(cfg.center_fractions),
+                                                       list(cfg.accelerations)))
 
     # --- host side ---------------------------------------------------------------------
     def prepare_batch(self, items: list[dict], rng: np.random.Generator | None) -> dict:
@@ -56,11 +57,8 @@ class RobustTask:
         if "target_raw" not in batch:
             batch["target_raw"] = np.stack([self._target(it) for it in items])
         width = batch["target_raw"].shape[-1]
-        masks = []
-        for item in items:
-            seed = file_seed(item["fname"]) if rng is None else int(rng.integers(_SEED_RANGE))
-            masks.append(column_mask(self.mask_func, width, seed=seed)[0])
-        batch["fnaf_mask"] = np.stack(masks).astype(np.float32)
+        batch["fnaf_mask"] = np.stack([draw_column_mask(self.mask_func, width, item["fname"], rng)
+                                       for item in items])
         return batch
 
     @staticmethod

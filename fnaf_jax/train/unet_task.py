@@ -18,31 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnaf_jax.data.fastmri import ifft2c_np
+from fnaf_jax.data.header import metadata_or_zeros
+from fnaf_jax.data.transforms import unet_sample
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.masks import column_mask, create_mask_for_mask_type, file_seed
-from fnaf_jax.normalize import normalize, normalize_instance
+from fnaf_jax.masks import create_mask_for_mask_type, draw_column_mask
 from fnaf_jax.physics import center_crop
 from fnaf_jax.train.task import stack_items
 
 LOSSES = ("l1", "mse", "ssim")
-_SEED_RANGE = 2**32  # numpy RandomState seeds must be < 2**32
-
-
-def zero_filled_unet_input(kspace, mask, target, crop=(320, 320)):
-    """One slice through fastMRI's UnetDataTransform (numpy).
-
-    Returns ``(image, target_z, mean, std)``: the z-scored magnitude of the centre-cropped
-    zero-filled image, the target z-scored with the image's statistics (both clamped to
-    +-6), and those statistics as float32 scalars.
-    """
-    under = kspace * mask[None, :].astype(kspace.dtype)
-    image = np.abs(center_crop(ifft2c_np(under), crop)).astype(np.float32)
-    image, mean, std = normalize_instance(image)
-    target_z = (np.zeros(crop, np.float32) if target is None
-                else normalize(center_crop(np.asarray(target, np.float32), crop), mean, std))
-    return (image.astype(np.float32), np.asarray(target_z, np.float32),
-            np.float32(mean.item()), np.float32(std.item()))
 
 
 class UnetTask:
@@ -69,9 +52,7 @@ class UnetTask:
         width = item["kspace"].shape[-1]
         if item.get("target_raw") is None:  # test file: k-space is already under-sampled
             return np.asarray(item["mask"], np.float32)
-        seed = file_seed(item["fname"]) if rng is None else int(rng.integers(_SEED_RANGE))
-        mask, _ = column_mask(self.mask_func, width, seed=seed)
-        return mask
+        return draw_column_mask(self.mask_func, width, item["fname"], rng)
 
     def prepare_batch(self, items: list[dict], rng: np.random.Generator | None) -> dict:
         """Stacked UnetDataTransform outputs: image, target, mean, std, target_raw (B, ...)."""
@@ -85,11 +66,9 @@ class UnetTask:
                 raise DataError(f"{item['fname']} slice {item['slice_num']}: no target "
                                 "(a test file cannot be used for training or validation)")
             mask = self.item_mask(item, rng)
-            image, target_z, mean, std = zero_filled_unet_input(
-                item["kspace"], mask, target, crop=np.shape(target))
-            rows.append({"image": image, "target": target_z, "mean": mean, "std": std,
-                         "target_raw": np.asarray(target, np.float32),
-                         "metadata": item.get("metadata", np.zeros(8, np.float32)),
+            sample = unet_sample(item["kspace"], mask, target, crop=np.shape(target))
+            rows.append({**sample._asdict(), "target_raw": np.asarray(target, np.float32),
+                         "metadata": metadata_or_zeros(item.get("metadata")),
                          "fname": item["fname"], "slice_num": item["slice_num"]})
         return stack_items(rows, ("image", "target", "mean", "std", "target_raw", "metadata"))
 
