@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnaf_jax import features, masks, objective
-from fnaf_jax.attacks.evaluate import MaskSpec, file_mask, slice_key
 from fnaf_jax.attacks.random_search import draw
+from fnaf_jax.attacks.runner import slice_key
 from fnaf_jax.data.synthetic import make_volume
+from fnaf_jax.masks import MaskSpec, file_mask
 from fnaf_jax.models.baselines import zero_filled
 from fnaf_jax.stats import wilson
 

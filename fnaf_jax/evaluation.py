@@ -12,6 +12,7 @@ Data range (``maxval``) of PSNR and SSIM:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -194,3 +195,26 @@ def write_reports(
         "Mean ± sample std over volumes (fastMRI metrics).\n\n" + markdown_table(groups)
     )
     return [json_path, md_path]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """One ``fnaf evaluate`` run."""
+
+    target: str  # folder of fastMRI volumes holding the targets
+    predictions: str  # folder of prediction volumes with the same file names
+    out: str | None = None  # write metrics.json and metrics.md here (None: print only)
+    challenge: str = "singlecoil"  # target key: reconstruction_esc (or _rss for multicoil)
+    maxval: str = "volume"  # data range: the target volume's max (fastMRI) or its 'max' attr
+    acquisition: str | None = None  # only volumes of this acquisition
+    acceleration: float | None = None  # only predictions with this 'acceleration' attribute
+
+
+def evaluate(cfg: EvaluateConfig) -> tuple[list[dict], dict, list[Path]]:
+    """``fnaf evaluate``: (per-volume records, per-group statistics, files written)."""
+    records = evaluate_dirs(cfg.target, cfg.predictions, challenge=cfg.challenge, maxval=cfg.maxval,
+                            acquisition=cfg.acquisition, acceleration=cfg.acceleration)
+    groups = metrics.aggregate(records)
+    paths = [] if cfg.out is None else write_reports(
+        records, groups, cfg.out, {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"})
+    return records, groups, paths

@@ -164,8 +164,9 @@ def _forward_model(graphdef, state, batch, candidates):
 def rerun(model, dataset, record: dict) -> dict:
     """Zero-filled input, target, output and region (z-scored, 2-D) of one record's feature,
     with the loss recomputed (alpha 0, beta 1, MSE)."""
-    from fnaf_jax.attacks.evaluate import MaskSpec, candidate_from_record, make_batch
+    from fnaf_jax.attacks.runner import candidate_from_record, make_batch
     from fnaf_jax.errors import DataError
+    from fnaf_jax.masks import MaskSpec
     from fnaf_jax.objective import fnaf_loss
 
     item = _find_item(dataset, record["file"], int(record["slice"]))
@@ -183,7 +184,7 @@ def rerun(model, dataset, record: dict) -> dict:
 
 def attack_examples(records, checkpoint, data, path, model_name: str | None = None, zoom: int = 48) -> dict | None:
     """Figure 1: the worst successful and the mildest failed attack of one model, re-run."""
-    from fnaf_jax.attacks.evaluate import model_name_for
+    from fnaf_jax.attacks.runner import model_name_for
     from fnaf_jax.data.fastmri import SliceDataset
     from fnaf_jax.models.store import load_model
 

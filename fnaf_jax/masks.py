@@ -21,6 +21,8 @@ Seeds for validation files are ``file_seed(fname) = tuple(map(ord, fname))``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -305,3 +307,36 @@ def draw_column_mask(mask_func: MaskFunc, num_cols: int, fname, rng: np.random.G
     ``rng`` from the position in training, so a resumed run replays the same masks)."""
     seed = file_seed(fname) if rng is None else int(rng.integers(SEED_RANGE))
     return np.asarray(column_mask(mask_func, num_cols, seed=seed)[0], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """One under-sampling pattern: type, acceleration, centre fraction (None: fastMRI's
+    pairing, 4x 0.08 and 8x 0.04)."""
+
+    acceleration: int = 4
+    center_fraction: float | None = None
+    mask_type: str = "random"
+
+    def fraction(self) -> float:
+        if self.center_fraction is not None:
+            return float(self.center_fraction)
+        return default_center_fraction(self.acceleration)
+
+    def mask_func(self) -> MaskFunc:
+        return create_mask_for_mask_type(self.mask_type, [self.fraction()], [self.acceleration])
+
+
+DEFAULT_MASK = MaskSpec()
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_mask(spec: MaskSpec, name: str, num_cols: int) -> np.ndarray:
+    mask = draw_column_mask(spec.mask_func(), num_cols, name, None)
+    mask.flags.writeable = False  # shared by every caller: nobody may change it
+    return mask
+
+
+def file_mask(spec: MaskSpec, fname, num_cols: int) -> np.ndarray:
+    """The (W,) mask of every slice of ``fname`` (seeded by the file name; memoised)."""
+    return _file_mask(spec, os.path.basename(os.fspath(fname)), int(num_cols))

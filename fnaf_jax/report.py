@@ -11,11 +11,12 @@ model: needs a checkpoint and the data), 2 (IP vs FNAF loss), 3 (worst-feature l
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
-from fnaf_jax.attacks.evaluate import read_records
+from fnaf_jax.attacks.runner import read_records
 from fnaf_jax.errors import DataError
 from fnaf_jax.fileio import atomic_path, write_text
 from fnaf_jax.published import MODEL_NAMES, PUBLISHED
@@ -249,3 +250,20 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
     path = out / "report.md"
     write_text(path, "\n".join(md) + "\n")
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """One ``fnaf report``: attack result files -> tables and figures."""
+
+    results: tuple[str, ...]  # attack results (JSON lines)
+    out: str  # report folder
+    checkpoint: str | None = None  # model checkpoint for Figure 1's re-run
+    data: str | None = None  # the data folder the attacks ran on (Figure 1)
+    model_name: str | None = None  # records drawn in Figure 1 (default: the checkpoint's name)
+
+
+def make_report(cfg: ReportConfig) -> Path:
+    """``fnaf report``: write the report of ``cfg``; returns its Markdown path."""
+    return write_report(cfg.results, cfg.out, checkpoint=cfg.checkpoint, data=cfg.data,
+                        figure_model=cfg.model_name)

@@ -145,9 +145,9 @@ def test_bad_config_raises_config_error():
 
 
 def _pinned_draws():
-    from fnaf_jax.attacks.evaluate import slice_key
     from fnaf_jax.attacks.finite_diff import start_keys
     from fnaf_jax.attacks.random_search import draw
+    from fnaf_jax.attacks.runner import slice_key
 
     y = np.linspace(0, 1, 320 * 320, dtype=np.float32).reshape(1, 320, 320)
     keys = jnp.stack([slice_key(0, "file1000000.h5", 3)])

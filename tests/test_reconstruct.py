@@ -111,10 +111,10 @@ def test_reconstruct_writes_fastmri_submission_files(checkpoint, data, tmp_path)
 
 
 def test_batch_size_must_be_positive(checkpoint, data, tmp_path):
-    from fnaf_jax.commands.reconstruct import reconstruct_folder
+    from fnaf_jax.inference import ReconstructConfig
 
     with pytest.raises(ConfigError, match="--batch-size must be >= 1"):
-        reconstruct_folder(checkpoint[0], data, tmp_path, batch_size=0, progress=False)
+        ReconstructConfig(str(checkpoint[0]), str(data), str(tmp_path), batch_size=0)
 
 
 def test_bad_files_stop_the_run_unless_skip_bad(checkpoint, data, tmp_path, capsys):

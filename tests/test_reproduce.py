@@ -12,7 +12,7 @@ import pytest
 from fnaf_jax import cli
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.study.pipeline import Pipeline, Stage, StageError
-from fnaf_jax.study.presets import load_preset
+from fnaf_jax.study.presets import PRESET_DIR, load_preset
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -78,18 +78,39 @@ def test_targets_run_only_what_they_need(tmp_path):
 def test_presets_load_and_bad_presets_are_refused(tmp_path):
     for name in ("mini", "smoke", "synthetic", "paper"):
         preset = load_preset(name)
-        assert preset["attack"]["k"] >= 1 and preset["masks"]["eval"]
+        assert preset.attack.config.k >= 1 and preset.masks.eval
     paper = load_preset("paper")
-    assert paper["attack"]["k"] == 11 and paper["attack"]["fd_iterations"] == 2
-    assert (paper["robust"]["alpha"], paper["robust"]["beta"]) == (1.0, 100.0)
-    assert paper["unet"]["chans"] == 32 and paper["irim"]["source"] == "convert"
-    assert paper["compute"]["total_gpu_hours"] > 0
+    assert paper.attack.config.k == 11 and paper.attack.config.fd_iterations == 2
+    assert (paper.train["robust"]["alpha"], paper.train["robust"]["beta"]) == (1.0, 100.0)
+    assert paper.train["unet"]["chans"] == 32 and paper.irim_source == "convert"
+    assert paper.models() == ["unet", "cleanft", "robust", "robust_wk", "irim"]
+    assert paper.train["robust_wk"]["worst_of"] == 11 and paper.train["cleanft"]["robust"] is False
+    assert "alpha" not in paper.train["cleanft"] and paper.train["cleanft"]["epochs"] == paper.train["robust"]["epochs"]
+    assert paper.raw["compute"]["total_gpu_hours"] > 0
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("nope")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": {}}))
     with pytest.raises(ConfigError, match="lacks section"):
         load_preset(bad)
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), [
+    ("attack", "fd_h", 10, "attack: unknown key 'fd_h'; known: .*fd_step"),
+    ("unet", "chanz", 8, "unet: unknown key 'chanz'"),
+    ("unet", "data", "x", "unet: unknown key 'data'"),  # the study sets the data itself
+    ("robust", "loss", "l7", "robust: train config loss='l7'"),
+    ("data", "volumes", 3, "data: unknown key 'volumes'"),
+    (None, "atack", {}, "unknown key 'atack'"),
+    ("attack", "num_pixels", 0, "num_pixels must be >= 1"),
+])
+def test_typed_preset_names_the_bad_key(tmp_path, section, key, value, message):
+    raw = json.loads((PRESET_DIR / "smoke.json").read_text())
+    (raw if section is None else raw[section])[key] = value
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=message):
+        load_preset(path)
 
 
 # ----------------------------------------------------------------------------- the study
@@ -103,7 +124,7 @@ def mini_study(tmp_path_factory):
 def test_mini_study_writes_every_artefact(mini_study):
     out = mini_study
     preset = load_preset("mini")
-    accs = [e["acceleration"] for e in preset["masks"]["eval"]]
+    accs = [spec.acceleration for spec in preset.masks.eval]
     md = (out / "report.md").read_text()
     for section in ("Table 1", "Table 2", "Table 3", "Transfer", "Table 4", "Figure 1",
                     "Figure 2", "Figure 3", "Does each finding hold?"):
@@ -237,9 +258,9 @@ def test_paper_preset_needs_data_and_the_released_irim(tmp_path):
     by_name = {s.name: s.config for s in pipeline.stages}
     robust, clean, wk = by_name["train_robust"], by_name["train_cleanft"], by_name["train_robust_wk"]
     # the clean fine-tune matches the robust one in everything but the FNAF term
-    assert clean["robust"] is False and "worst_of" not in clean and "beta" not in clean
-    assert {k: v for k, v in robust.items() if k not in ("alpha", "beta", "worst_of", "robust")} == \
-        {k: v for k, v in clean.items() if k != "robust"}
+    fnaf = ("alpha", "beta", "worst_of", "ip_threshold", "robust")
+    assert clean["robust"] is False and clean["epochs"] == robust["epochs"] == 10
+    assert {k: v for k, v in robust.items() if k not in fnaf} == {k: v for k, v in clean.items() if k not in fnaf}
     assert wk["worst_of"] == 11 and wk["robust"] is True
     assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 1, True)
     assert robust["init_from"].endswith("models/unet/best")

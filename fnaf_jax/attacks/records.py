@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +25,7 @@ import numpy as np
 from fnaf_jax.attacks.config import AttackConfig, AttackResult
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.features import Candidates
-
-if TYPE_CHECKING:  # the runner's mask spec; records only read its fields
-    from fnaf_jax.attacks.evaluate import MaskSpec
+from fnaf_jax.masks import MaskSpec
 
 
 def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spec: MaskSpec,

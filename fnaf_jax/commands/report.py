@@ -1,11 +1,21 @@
-"""``fnaf report``: Tables 2 and 3 (Markdown, CSV, JSON) and figures from attack results."""
+"""``fnaf report``: Tables 2 and 3 (Markdown, CSV, JSON) and figures from attack results
+(``fnaf_jax.report.make_report``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from fnaf_jax.commands.flags import add_fields, read_fields
+
+HELP = {
+    "out": "report folder",
+    "checkpoint": "model checkpoint for Figure 1",
+    "data": "data folder the attacks ran on (Figure 1)",
+    "model_name": "model name of the records to draw in Figure 1 (default: checkpoint folder name)",
+}
 
 
 def register(subparsers) -> None:
+    from fnaf_jax.report import ReportConfig
+
     p = subparsers.add_parser(
         "report",
         help="tables and figures from `fnaf attack` result files",
@@ -13,19 +23,14 @@ def register(subparsers) -> None:
         "Figure 1 re-runs the model on a failed and a successful attack, so it needs "
         "--checkpoint and --data; without them it is skipped with a note.",
     )
-    p.add_argument("results", nargs="+", type=Path, help="attack results (JSON lines)")
-    p.add_argument("--out", required=True, type=Path, help="report folder")
-    p.add_argument("--checkpoint", type=Path, default=None, help="model checkpoint for Figure 1")
-    p.add_argument("--data", type=Path, default=None, help="data folder the attacks ran on (Figure 1)")
-    p.add_argument("--model-name", default=None,
-                   help="model name of the records to draw in Figure 1 (default: checkpoint folder name)")
+    p.add_argument("results", nargs="+", help="attack results (JSON lines)")
+    add_fields(p, ReportConfig, HELP, skip=("results",), required=("out",))
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from fnaf_jax.report import write_report
+    from fnaf_jax.report import ReportConfig, make_report
 
-    path = write_report(args.results, args.out, checkpoint=args.checkpoint, data=args.data,
-                        figure_model=args.model_name)
+    path = make_report(ReportConfig(results=tuple(args.results), **read_fields(args, ReportConfig, skip=("results",))))
     print(f"wrote {path}")
     return 0

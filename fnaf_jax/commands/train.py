@@ -7,12 +7,7 @@ field ``worst_of`` is ``--worst-of``, booleans are switches, tuples take several
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import types
-import typing
-
+from fnaf_jax.commands.flags import add_fields, read_fields
 from fnaf_jax.errors import ConfigError
 
 HELP = {
@@ -57,61 +52,6 @@ HELP = {
 }
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _base_type(tp):
-    """``int | None`` -> (int, True); ``tuple[int, ...]`` -> (tuple, False) ..."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0], True
-    return tp, False
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``TrainConfig`` field, defaults shown from the dataclass."""
-    from fnaf_jax.train.config import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        tp, _ = _base_type(hints[field.name])
-        default = (field.default if field.default is not dataclasses.MISSING
-                   else field.default_factory())
-        # an unset (None) default is explained by the help text itself: one default per flag
-        suffix = "" if default is None else f" (default: {default})"
-        kwargs = {"dest": field.name, "help": f"{HELP.get(field.name, '')}{suffix}"}
-        if field.name == "data":
-            kwargs.update(required=True, help=HELP["data"])
-        elif tp is bool:
-            kwargs.update(action="store_true", default=default)
-        elif typing.get_origin(tp) is tuple:
-            kwargs.update(nargs="+", type=typing.get_args(tp)[0], default=default)
-        elif tp is dict:
-            kwargs.update(type=_json_object, default=default)
-        else:
-            kwargs.update(type=tp, default=default)
-        parser.add_argument(_flag(field.name), **kwargs)
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
-
-
-def config_from_args(args):
-    from fnaf_jax.train.config import TrainConfig
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**values)
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
@@ -124,14 +64,17 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="discard a previous run with another config in WORKDIR and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_arguments(p)
+    from fnaf_jax.train.config import TrainConfig
+
+    add_fields(p, TrainConfig, HELP, required=("data",))
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from fnaf_jax.train.config import TrainConfig
     from fnaf_jax.train.loop import train
 
-    cfg = config_from_args(args)
+    cfg = TrainConfig(**read_fields(args, TrainConfig))
     if not cfg.data:
         raise ConfigError("--data is required")
     summary = train(cfg, args.workdir, force=args.force, progress=not args.no_progress)

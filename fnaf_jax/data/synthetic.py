@@ -421,3 +421,27 @@ def save_preview(data_dir, out_path, slices_per_volume: int = 4) -> Path:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out_path
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """One ``fnaf synth`` data set."""
+
+    out: str  # output folder
+    volumes: int = 8
+    slices: int = 12  # slices per volume
+    width: int = 368  # k-space columns (phase encodes), >= 320
+    seed: int = 0
+    first_index: int = 0  # names start at file{1000001 + first_index}.h5
+    lesions: bool = False  # plant labelled lesions, write annotations.csv
+    preview: bool = False  # also save OUT/preview.png
+
+
+def synthesize(cfg: SynthConfig, progress: bool = True) -> list[Path]:
+    """``fnaf synth``: write the data set (and its preview); returns the volume paths."""
+    paths = write_dataset(cfg.out, n_volumes=cfg.volumes, n_slices=cfg.slices, width=cfg.width,
+                          seed=cfg.seed, lesions=cfg.lesions, progress=progress,
+                          first_index=cfg.first_index)
+    if cfg.preview:
+        save_preview(cfg.out, Path(cfg.out) / "preview.png")
+    return paths

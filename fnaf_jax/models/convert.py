@@ -26,6 +26,7 @@ stride 2 and kernel 2, which is exactly our ``(a, b, c, o)`` kernel in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import pickle
 import re
@@ -351,3 +352,28 @@ def unet_from_torch(arch: str, arrays: dict, extras, config: dict, name: str):
 def parameter_count(model) -> int:
     """Number of trainable values (``nnx.Param`` leaves) in ``model``."""
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """One ``fnaf convert``: a PyTorch checkpoint -> an fnaf-jax model checkpoint."""
+
+    source: str  # PyTorch .pt file
+    out: str  # output checkpoint directory
+    arch: str | None = None  # architecture (None: read from the checkpoint's keys)
+    config: dict = dataclasses.field(default_factory=dict)  # constructor kwargs overriding the inferred ones
+
+
+def convert_checkpoint(cfg: ConvertConfig):
+    """``fnaf convert``: returns (checkpoint path, model config, parameter count)."""
+    import hashlib
+
+    from fnaf_jax.models.store import save_model
+
+    model, config = load_torch(cfg.source, arch=cfg.arch, config=cfg.config)
+    digest = hashlib.sha256()
+    with open(cfg.source, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    meta = {"source": str(Path(cfg.source).absolute()), "source_sha256": digest.hexdigest()}
+    return save_model(cfg.out, model, config, meta=meta), config, parameter_count(model)

@@ -1,7 +1,8 @@
-"""Assemble a study's stages from a preset and run them (``fnaf reproduce``)."""
+"""Assemble a study's stages from a typed preset and run them (``fnaf reproduce``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -10,25 +11,35 @@ from pathlib import Path
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.fileio import write_text
 from fnaf_jax.study import stages as st
-from fnaf_jax.study.pipeline import Pipeline, Stage
+from fnaf_jax.study.pipeline import MARKER_DIR, Pipeline, Stage
+from fnaf_jax.study.presets import StudyPreset
 
 
-def make_layout(out: Path, preset: dict, data: Path | None) -> st.Layout:
+def make_layout(out: Path, preset: StudyPreset, data: Path | None) -> st.Layout:
     if data is None:
-        d = preset["data"]
-        for key in ("train_volumes", "val_volumes", "slices", "width"):
-            if key not in d:
-                raise ConfigError(f"preset {preset['name']!r} has no synthetic data settings "
-                                  f"(data.{key}); give --data DIR")
-        return st.Layout(out, out / "data", "singlecoil_train", "singlecoil_val")
+        if not preset.data.synthetic:
+            raise ConfigError(f"preset {preset.name!r} has no synthetic data settings "
+                              "(data.train_volumes, val_volumes, slices, width); give --data DIR")
+        return st.Layout(out, out / "data", "singlecoil_train", "singlecoil_val", synthetic=True)
     root, train, val = st.find_data_root(Path(data), preset)
     return st.Layout(out, root.absolute(), train, val)
 
 
-def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
+def stage_timings(out: Path) -> dict[str, float]:
+    """{stage: seconds} from the done-markers of a study folder."""
+    timings = {}
+    for marker in sorted((out / MARKER_DIR).glob("*.done")):
+        try:
+            timings[marker.stem] = float(json.loads(marker.read_text()).get("seconds", 0.0))
+        except (OSError, ValueError):
+            continue
+    return timings
+
+
+def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str]) -> Stage:
     from fnaf_jax.study import figures, results, summary
 
-    accs = [a for a, _ in st.eval_accs(preset)]
+    accs = st.eval_accs(preset)
     models = st.model_names(preset)
 
     def run():
@@ -41,37 +52,32 @@ def report_stage(layout: st.Layout, preset: dict, pipeline_ref: list) -> Stage:
             shutil.rmtree(layout.figures)
         figs = figures.make_figures(layout, preset, accs)
         t4 = layout.tables / "table4" / "table4.md"
-        timings = {}
-        for stage in pipeline_ref[0].stages:
-            marker = pipeline_ref[0].marker(stage.name)
-            if marker.is_file():
-                timings[stage.name] = json.loads(marker.read_text()).get("seconds", 0.0)
+        timings = {name: sec for name, sec in stage_timings(layout.out).items() if name in stage_names}
         notes = [f"Data: `{layout.data_root}` ({layout.train_split} / {layout.val_split}).",
-                 f"Preset file: `{preset.get('_path')}`.",
+                 f"Preset file: `{preset.path}`.",
                  "Per-acceleration attack reports of `fnaf report` (Tables 2, 3 with hit counts, "
                  "CSV files): " + ", ".join(f"`figures/{a}x/report.md`" for a in accs) + "."]
-        summary.write_report(layout.out, res, preset, figs,
-                             t4.read_text() if t4.is_file() else None, timings, notes)
+        summary.write_study_report(layout.out, res, preset, figs,
+                                   t4.read_text() if t4.is_file() else None, timings, notes)
 
     after = [f"attack_{m}" for m in [*models, st.BASELINE]] + ["evaluate", "transfer", "table4"]
-    return Stage("report", run, {"version": 1, "figures": preset.get("figures", {})}, outputs=[],
-                 after=after, weight=0.3)
+    return Stage("report", run, {"version": 1, "figures": preset.figure_examples}, outputs=[],
+                 after=after, weight=st.PRIOR_RATES["report"], kind="report")
 
 
-def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotations=None,
+def build_pipeline(preset: StudyPreset, out, data=None, irim_checkpoint=None, annotations=None,
                    log=None) -> Pipeline:
     out = Path(out).absolute()
     layout = make_layout(out, preset, data)
-    preset = dict(preset, _synthetic=data is None)
     stages: list[Stage] = []
-    if data is None:
+    if layout.synthetic:
         stages.append(st.data_stage(layout, preset))
     models = st.model_names(preset)
     stages += [st.train_stage(layout, preset, m) for m in models if m != "irim"]
-    if preset["irim"].get("source", "train") == "convert":
+    if preset.irim_source == "convert":
         # checked up front: a missing file should not surface after hours of U-Net training
         if irim_checkpoint is None or not Path(irim_checkpoint).is_file():
-            raise ConfigError(f"preset {preset['name']!r} converts the released i-RIM: give "
+            raise ConfigError(f"preset {preset.name!r} converts the released i-RIM: give "
                               f"--irim-checkpoint PT (got {irim_checkpoint})")
         stages.append(st.convert_irim_stage(layout, Path(irim_checkpoint).absolute()))
     else:
@@ -81,21 +87,20 @@ def build_pipeline(preset: dict, out, data=None, irim_checkpoint=None, annotatio
     stages += [st.attack_stage(layout, preset, m) for m in [*models, st.BASELINE]]
     stages.append(st.transfer_stage(layout, preset))
     stages.append(st.table4_stage(layout, preset, Path(annotations) if annotations else None))
-    ref: list = []
-    stages.append(report_stage(layout, preset, ref))
-    pipeline = Pipeline(out, stages, log=log)
-    ref.append(pipeline)
-    return pipeline
+    stages.append(report_stage(layout, preset, [s.name for s in stages]))
+    return Pipeline(out, stages, log=log)
 
 
-def reproduce(preset: dict, out, data=None, irim_checkpoint=None, annotations=None, log=None,
+def reproduce(preset: StudyPreset, out, data=None, irim_checkpoint=None, annotations=None, log=None,
               targets=None) -> dict:
     """Run the study (or only ``targets`` and the stages they need) under ``out``."""
     pipeline = build_pipeline(preset, out, data, irim_checkpoint, annotations, log)
     (pipeline.out_dir).mkdir(parents=True, exist_ok=True)
-    write_text(pipeline.out_dir / "preset.json", json.dumps(preset, indent=1))
+    write_text(pipeline.out_dir / "preset.json", json.dumps(
+        {"source": preset.raw, "resolved": dataclasses.asdict(dataclasses.replace(preset, raw={}))},
+        indent=1, default=str))
     t0 = time.monotonic()
-    pipeline.log(f"fnaf reproduce: preset {preset['name']!r}, {len(pipeline.stages)} stages, "
+    pipeline.log(f"fnaf reproduce: preset {preset.name!r}, {len(pipeline.stages)} stages, "
                  f"out {pipeline.out_dir}")
     status = pipeline.run(targets)
     return {"status": status, "seconds": time.monotonic() - t0,

@@ -36,7 +36,7 @@ def _pick(by_model: dict, n: int, seed: int = 0) -> list[tuple[str, int]]:
 def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robust", "irim")) -> Path | None:
     """Figure 1b: the same randomly chosen slices through each model, each with the worst
     feature random search found on that model (target + feature, and the model's output)."""
-    from fnaf_jax.attacks.evaluate import read_records
+    from fnaf_jax.attacks.runner import read_records
     from fnaf_jax.data.fastmri import SliceDataset
     from fnaf_jax.figures import _plt, rerun, save_figure
     from fnaf_jax.models.store import load_model
@@ -90,25 +90,25 @@ def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robus
 
 def make_figures(layout, preset, accs) -> dict[str, list[str]]:
     """All figures; returns {"figure1": [paths relative to the study folder], ...}."""
-    from fnaf_jax.study.stages import BASELINE, METHODS, model_names, run_verb
+    from fnaf_jax.report import ReportConfig, make_report
+    from fnaf_jax.study.stages import BASELINE, METHODS, model_names
 
     found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": []}
-    n_examples = int(preset.get("figures", {}).get("examples", 4))
     for acc in accs:
         models = [*model_names(preset), BASELINE]
         files = [layout.attack(m, acc, k) for m in models for k in METHODS] + [layout.transfer(acc)]
-        files = [f for f in files if f.is_file()]
+        files = [str(f) for f in files if f.is_file()]
         if not files:
             continue
         folder = layout.figures / f"{acc}x"
-        argv = ["report", *files, "--out", folder]
-        if (layout.checkpoint("unet") / "model.json").is_file():
-            argv += ["--checkpoint", layout.checkpoint("unet"), "--data", layout.val_dir,
-                     "--model-name", "unet"]
-        run_verb(argv)
+        with_model = (layout.checkpoint("unet") / "model.json").is_file()
+        make_report(ReportConfig(tuple(files), str(folder),
+                                 checkpoint=str(layout.checkpoint("unet")) if with_model else None,
+                                 data=str(layout.val_dir) if with_model else None,
+                                 model_name="unet" if with_model else None))
         for key in ("figure1", "figure2", "figure3"):
             found[key] += [str(p.relative_to(layout.out)) for p in sorted(folder.glob(f"{key}_*.png"))]
-        png = model_comparison(layout, acc, folder / "figure1b_models.png", n_examples)
+        png = model_comparison(layout, acc, folder / "figure1b_models.png", preset.figure_examples)
         if png:
             found["figure1b"].append(str(Path(png).relative_to(layout.out)))
     return found

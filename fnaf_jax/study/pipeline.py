@@ -37,7 +37,31 @@ class Stage:
     config: dict                       # everything that changes the outputs
     outputs: list[Path] = field(default_factory=list)  # removed when the key changes
     after: list[str] = field(default_factory=list)     # stages whose outputs it reads
-    weight: float = 1.0                # relative expected duration (for the ETA)
+    weight: float = 1.0                # prior seconds per unit of work (reference machine)
+    kind: str = ""                     # stages of one kind share a measured rate (ETA)
+    work: float = 1.0                  # units of work (slices x epochs, model calls ...)
+
+
+def eta_seconds(remaining: list[Stage], measured: list[tuple[Stage, float]]) -> float | None:
+    """Seconds the ``remaining`` stages should take, from the ``measured`` (stage, seconds)
+    of this study: a kind already measured runs at its measured seconds per unit of work;
+    any other at its prior rate, scaled by how the measured stages compared with theirs
+    (a loaded or faster machine). None before anything is measured."""
+    if not measured:
+        return None
+    seconds, units = {}, {}
+    for stage, sec in measured:
+        seconds[stage.kind] = seconds.get(stage.kind, 0.0) + sec
+        units[stage.kind] = units.get(stage.kind, 0.0) + stage.work
+    prior = sum(stage.weight * stage.work for stage, _ in measured)
+    scale = sum(sec for _, sec in measured) / prior if prior > 0 else 1.0
+    total = 0.0
+    for stage in remaining:
+        if stage.kind and units.get(stage.kind, 0) > 0:
+            total += stage.work * seconds[stage.kind] / units[stage.kind]
+        else:
+            total += stage.weight * stage.work * scale
+    return total
 
 
 def config_hash(obj) -> str:
@@ -96,6 +120,17 @@ class Pipeline:
         except json.JSONDecodeError:
             return False
 
+    def seconds(self, stage: Stage) -> float | None:
+        """How long a done stage took (from its marker)."""
+        try:
+            return float(json.loads(self.marker(stage.name).read_text())["seconds"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+
+    def timings(self) -> dict[str, float]:
+        """{stage: seconds} of every done stage."""
+        return {s.name: sec for s in self.stages if self.is_done(s) and (sec := self.seconds(s)) is not None}
+
     def _prepare(self, stage: Stage) -> None:
         """Clear outputs made under another key; record the key this attempt runs under."""
         key = self.keys[stage.name]
@@ -139,20 +174,18 @@ class Pipeline:
         returns {stage: "skipped" | "ran"}."""
         stages = self.stages if targets is None else self.needed(targets)
         n = len(stages)
-        total_weight = sum(s.weight for s in stages) or 1.0
         t0 = time.monotonic()
-        done_weight = ran_weight = 0.0
         status: dict[str, str] = {}
+        measured = [(s, sec) for s in stages if self.is_done(s) and (sec := self.seconds(s)) is not None]
         for i, stage in enumerate(stages, start=1):
             if self.is_done(stage):
                 self.log(f"[stage {i}/{n}] {stage.name}: skipped (done, key {self.keys[stage.name]})")
                 status[stage.name] = "skipped"
-                done_weight += stage.weight
                 continue
             elapsed = time.monotonic() - t0
-            remaining = total_weight - done_weight
-            eta = f"{_fmt(elapsed / ran_weight * remaining)}" if ran_weight > 0 else "?"
-            self.log(f"[stage {i}/{n}] {stage.name}: running | elapsed {_fmt(elapsed)} | ETA {eta}")
+            eta = eta_seconds([s for s in stages[i - 1:] if not self.is_done(s)], measured)
+            eta_text = "?" if eta is None else _fmt(eta)
+            self.log(f"[stage {i}/{n}] {stage.name}: running | elapsed {_fmt(elapsed)} | ETA {eta_text}")
             self._prepare(stage)
             start = time.monotonic()
             try:
@@ -171,8 +204,7 @@ class Pipeline:
                 indent=1, default=str))
             self.marker(stage.name, "started").unlink(missing_ok=True)
             status[stage.name] = "ran"
-            done_weight += stage.weight
-            ran_weight += stage.weight
+            measured.append((stage, seconds))
             self.log(f"[stage {i}/{n}] {stage.name}: done in {_fmt(seconds)} | "
                      f"elapsed {_fmt(time.monotonic() - t0)}")
         self.log(f"all {n} stages done in {_fmt(time.monotonic() - t0)} "

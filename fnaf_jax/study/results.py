@@ -27,7 +27,7 @@ SSIM_PAIRS = (("unet", "robust"), ("cleanft", "robust"), ("irim", "unet"))
 
 
 def _records(path) -> list[dict]:
-    from fnaf_jax.attacks.evaluate import read_records
+    from fnaf_jax.attacks.runner import read_records
 
     records = read_records(path)
     if not records:

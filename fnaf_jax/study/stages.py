@@ -1,6 +1,8 @@
-"""The study's stages. Each one is a thin call of another ``fnaf`` verb (in this process,
-through ``fnaf_jax.cli.main``), so ``fnaf reproduce`` does exactly what a user typing the
-verbs would do; the verbs' own checkpoints make a killed stage resume where it stopped.
+"""The study's stages. Each one calls the library function behind an ``fnaf`` verb
+(``synthesize``, ``train``, ``reconstruct_folder``, ``evaluate``, ``attack_folder``, ...)
+with a config built from the typed preset, so ``fnaf reproduce`` does exactly what a user
+typing the verbs would do; the verbs' own checkpoints make a killed stage resume where
+it stopped.
 
 Folder layout under ``--out DIR``::
 
@@ -17,80 +19,32 @@ Folder layout under ``--out DIR``::
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.errors import ConfigError, DataError, FnafError
 from fnaf_jax.fileio import write_text
 from fnaf_jax.published import MODEL_NAMES
 from fnaf_jax.study.pipeline import Stage, StageError
+from fnaf_jax.study.presets import StudyPreset
 
 METHODS = ("rs", "fd")
 #: the paper's role of each study model (reports put the paper's numbers beside these)
 ROLES = {"unet": "unet", "robust": "robust", "irim": "irim"}
 FINE_TUNES = ("cleanft", "robust", "robust_wk")  # all start from the trained U-Net
 BASELINE = "zero-filled"  # the under-sampled input as the output: attacked, never trained
-_FNAF_KEYS = ("alpha", "beta", "worst_of", "ip_threshold")
 
 
-def model_names(preset: dict) -> list[str]:
-    """The trained models of a study: the U-Net, the budget-matched clean fine-tune (unless
-    ``clean_finetune`` is false), the FNAF-robust U-Net (paper mode), the worst-of-k variant
-    (when the preset has ``robust_wk``) and the i-RIM."""
-    names = ["unet"]
-    if preset.get("clean_finetune", True):
-        names.append("cleanft")
-    names.append("robust")
-    if preset.get("robust_wk"):
-        names.append("robust_wk")
-    return [*names, "irim"]
+def model_names(preset: StudyPreset) -> list[str]:
+    """The trained models of a study (``StudyPreset.models``)."""
+    return preset.models()
 
 
-def model_section(preset: dict, model: str) -> dict:
-    """Training options of one model: the clean fine-tune is the robust section without
-    the FNAF term (same epochs, learning rate, batch and data); worst-of-k overrides it."""
-    if model == "cleanft":
-        return {k: v for k, v in preset["robust"].items() if k not in _FNAF_KEYS}
-    if model == "robust_wk":
-        return {**preset["robust"], **preset["robust_wk"]}
-    return preset[model]
-
-
-def run_verb(argv: list[str]) -> None:
-    """``fnaf ARGV`` in this process. Unlike ``cli.main``, errors propagate (so the stage's
-    failure message carries the verb's own), and a non-zero exit becomes a StageError."""
-    from fnaf_jax import cli
-
-    argv = [str(a) for a in argv]
-    try:
-        args = cli.build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse already printed why
-        raise StageError(f"'fnaf {' '.join(argv)}': flags refused (exit {exc.code})") from None
-    status = args.func(args)
-    if status == 130:  # the verb saw SIGINT/SIGTERM and saved its state: an interruption
-        raise KeyboardInterrupt
-    if status:
-        raise StageError(f"'fnaf {' '.join(argv)}' exited with status {status}")
-
-
-def flags(options: dict) -> list[str]:
-    """{"worst_of": 3, "robust": True, "accelerations": [4, 8]} -> CLI flags."""
-    argv: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+def _asdict(cfg) -> dict:
+    """A config as the JSON-able dict that keys its stage."""
+    return dataclasses.asdict(cfg)
 
 
 @dataclass
@@ -99,6 +53,7 @@ class Layout:
     data_root: Path
     train_split: str
     val_split: str
+    synthetic: bool = False  # the study makes its own data (a data stage runs first)
 
     @property
     def train_dir(self) -> Path:
@@ -136,167 +91,213 @@ class Layout:
         return self.out / "figures"
 
 
-def find_data_root(data: Path, preset: dict) -> tuple[Path, str, str]:
+def find_data_root(data: Path, preset: StudyPreset) -> tuple[Path, str, str]:
     """``--data DIR``: DIR/singlecoil_{train,val} (fastMRI layout) or DIR/{train,val}."""
-    names = (preset["data"].get("train_split", "singlecoil_train"),
-             preset["data"].get("val_split", "singlecoil_val"))
+    names = (preset.data.train_split, preset.data.val_split)
     for train, val in (names, ("train", "val")):
         if (data / train).is_dir() and (data / val).is_dir():
             return data, train, val
     raise DataError(f"{data}: expected sub-folders {names[0]}/ and {names[1]}/ (or train/ and val/)")
 
 
-def eval_accs(preset) -> list[tuple[int, float]]:
-    return [(int(e["acceleration"]), float(e["center_fraction"])) for e in preset["masks"]["eval"]]
+def eval_accs(preset: StudyPreset) -> list[int]:
+    return [spec.acceleration for spec in preset.masks.eval]
+
+
+#: prior seconds per unit of work of each stage kind on the reference machine (2 idle CPU
+#: cores, the synthetic preset's models); the ETA replaces them by measured rates
+PRIOR_RATES = {"data": 0.038, "train_unet": 0.22, "train_robust": 0.36, "train_robust_wk": 0.14,
+               "train_irim": 0.15, "convert": 10.0, "reconstruct_unet": 0.05, "reconstruct_irim": 0.17,
+               "evaluate": 1.8, "attack_unet": 0.047, "attack_irim": 0.07, "attack_baseline": 0.004,
+               "transfer": 0.13, "table4": 0.46, "report": 30.0}
+
+
+def val_slices(layout: Layout, preset: StudyPreset) -> int:
+    """Slices the study attacks and reconstructs (for the ETA's units of work)."""
+    d = preset.data
+    if layout.synthetic:
+        n = d.val_volumes * (d.val_slices or d.slices)
+    else:
+        try:
+            from fnaf_jax.data.fastmri import SliceDataset
+
+            n = len(SliceDataset(layout.val_dir, transform="raw", skip_bad=True))
+        except (OSError, FnafError):  # unreadable now: the stages will say why; the ETA only guesses
+            n = 1000
+    return min(n, preset.attack.limit) if preset.attack.limit else n
+
+
+def train_slices(layout: Layout, preset: StudyPreset) -> int:
+    d = preset.data
+    return d.train_volumes * d.slices if layout.synthetic else 10 * val_slices(layout, preset)
+
+
+def _data_after(layout: Layout) -> list[str]:
+    return ["data"] if layout.synthetic else []
 
 
 # ----------------------------------------------------------------------------- stages
-def data_stage(layout: Layout, preset: dict) -> Stage:
-    d = preset["data"]
+def data_stage(layout: Layout, preset: StudyPreset) -> Stage:
+    from fnaf_jax.data.synthetic import SynthConfig, synthesize
+
+    d = preset.data
+    # val files are numbered after the train files: distinct names, as in fastMRI; a
+    # val_slices smaller than slices lets a small validation set span more volumes
+    configs = [SynthConfig(out=str(layout.data_root / split), volumes=n, slices=slices, width=d.width,
+                           seed=d.seed * 1000 + offset, first_index=first, lesions=d.lesions)
+               for split, offset, first, n, slices in (
+                   (layout.train_split, 0, 0, d.train_volumes, d.slices),
+                   (layout.val_split, 1, d.train_volumes, d.val_volumes, d.val_slices or d.slices))]
 
     def run():
-        # val_slices (default: slices) lets a small validation set span more volumes
-        # val files are numbered after the train files: distinct names, as in fastMRI
-        for split, seed_offset, first, n, slices in (
-                (layout.train_split, 0, 0, d["train_volumes"], d["slices"]),
-                (layout.val_split, 1, d["train_volumes"], d["val_volumes"],
-                 d.get("val_slices", d["slices"]))):
-            run_verb(["synth", "--out", layout.data_root / split, "--volumes", n,
-                      "--slices", slices, "--width", d["width"], "--first-index", first,
-                      "--seed", int(d.get("seed", 0)) * 1000 + seed_offset,
-                      *(["--lesions"] if d.get("lesions") else [])])
+        for cfg in configs:
+            synthesize(cfg)
 
-    return Stage("data", run, {"data": d}, outputs=[layout.data_root], weight=0.3)
+    work = sum(c.volumes * c.slices for c in configs)
+    return Stage("data", run, {"data": [_asdict(c) for c in configs]}, outputs=[layout.data_root],
+                 weight=PRIOR_RATES["data"], kind="data", work=work)
 
 
-def _train_options(layout: Layout, preset: dict, section: dict) -> dict:
-    masks = preset["masks"]
-    opts = {k: v for k, v in section.items() if k not in ("source",)}
-    opts.update({"data": layout.data_root, "train_split": layout.train_split,
-                 "val_split": layout.val_split, "mask_type": masks.get("type", "random"),
-                 "accelerations": masks["train_accelerations"],
-                 "center_fractions": masks["train_center_fractions"]})
-    return opts
+def train_config(layout: Layout, preset: StudyPreset, model: str):
+    """The ``TrainConfig`` of one study model: its preset section plus the study's data,
+    masks and (for the fine-tunes) the trained U-Net to start from."""
+    from fnaf_jax.train.config import TrainConfig
+
+    masks = preset.masks
+    fields = dict(preset.train[model], data=str(layout.data_root), train_split=layout.train_split,
+                  val_split=layout.val_split, mask_type=masks.type,
+                  accelerations=masks.train_accelerations, center_fractions=masks.train_center_fractions)
+    if model in FINE_TUNES:
+        fields["init_from"] = str(layout.checkpoint("unet"))
+    return TrainConfig(**fields)
 
 
-def train_stage(layout: Layout, preset: dict, model: str) -> Stage:
+def train_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
     """U-Net (``unet``), a fine-tune of it (``FINE_TUNES``: clean, FNAF-robust, worst-of-k),
     or a small i-RIM trained from scratch (``irim`` with source "train")."""
-    opts = _train_options(layout, preset, model_section(preset, model))
-    after = []
-    if model in FINE_TUNES:
-        opts["robust"] = model != "cleanft"
-        opts["init_from"] = layout.checkpoint("unet")
-        # the architecture is the U-Net's
-        for key in ("chans", "num_pools", "drop_prob"):
-            if key in preset["unet"]:
-                opts.setdefault(key, preset["unet"][key])
-        after = ["train_unet"]
-    elif model == "irim":
-        opts["model"] = "irim"
+    from fnaf_jax.train.loop import train
+
+    cfg = train_config(layout, preset, model)
     workdir = layout.workdir(model)
 
     def run():
-        run_verb(["train", "--workdir", workdir, *flags(opts)])
+        summary = train(cfg, workdir, progress=True)
+        if summary["status"] != "done":  # SIGINT/SIGTERM: the run saved its state
+            raise KeyboardInterrupt
         if not (layout.checkpoint(model) / "model.json").is_file():
             raise StageError(f"training finished but {layout.checkpoint(model)} holds no model")
 
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in opts.items()}
-    return Stage(f"train_{model}", run, config, outputs=[workdir],
-                 after=["data", *after] if preset.get("_synthetic") else after,
-                 weight=3)
+    after = ["train_unet"] if model in FINE_TUNES else []
+    work = cfg.epochs * min(train_slices(layout, preset), cfg.limit_train or 10**9)
+    if model == "irim":
+        kind = "train_irim"
+    elif cfg.robust and cfg.worst_of > 1:
+        kind, work = "train_robust_wk", work * cfg.worst_of
+    else:
+        kind = "train_robust" if cfg.robust else "train_unet"
+    return Stage(f"train_{model}", run, _asdict(cfg), outputs=[workdir], after=[*_data_after(layout), *after],
+                 weight=PRIOR_RATES[kind], kind=kind, work=work)
 
 
 def convert_irim_stage(layout: Layout, irim_pt: Path | None) -> Stage:
+    from fnaf_jax.models.convert import ConvertConfig, convert_checkpoint
+
     def run():
         if irim_pt is None:
             raise ConfigError("this preset converts the released i-RIM: give --irim-checkpoint PT")
         if not Path(irim_pt).is_file():
             raise DataError(f"{irim_pt}: i-RIM checkpoint not found")
-        run_verb(["convert", irim_pt, "--arch", "irim", "--out", layout.checkpoint("irim")])
+        convert_checkpoint(ConvertConfig(str(irim_pt), str(layout.checkpoint("irim")), arch="irim"))
 
     return Stage("train_irim", run, {"convert": str(irim_pt)}, outputs=[layout.workdir("irim")],
-                 weight=0.5)
+                 weight=PRIOR_RATES["convert"], kind="convert")
 
 
-def reconstruct_stage(layout: Layout, preset: dict, model: str) -> Stage:
-    accs = eval_accs(preset)
-    mask_type = preset["masks"].get("type", "random")
-    batch_size = preset["attack"].get("batch_size", 8)
+def reconstruct_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
+    from fnaf_jax.inference import ReconstructConfig, reconstruct_folder
 
-    def run():
-        for acc, cf in accs:
-            run_verb(["reconstruct", "--checkpoint", layout.checkpoint(model),
-                      "--data", layout.val_dir, "--out", layout.recon(model, acc),
-                      "--mask-type", mask_type, "--acceleration", acc,
-                      "--center-fraction", cf, "--batch-size", batch_size])
-
-    return Stage(f"reconstruct_{model}", run, {"accs": accs, "mask": mask_type, "batch": batch_size},
-                 outputs=[layout.recon(model, a) for a, _ in accs], after=[f"train_{model}"],
-                 weight=0.5)
-
-
-def evaluate_stage(layout: Layout, preset: dict) -> Stage:
-    accs = eval_accs(preset)
+    configs = [ReconstructConfig(str(layout.checkpoint(model)), str(layout.val_dir),
+                                 str(layout.recon(model, spec.acceleration)), mask=spec,
+                                 batch_size=preset.attack.batch_size)
+               for spec in preset.masks.eval]
 
     def run():
-        for model in model_names(preset):
-            for acc, _ in accs:
-                run_verb(["evaluate", "--target", layout.val_dir,
-                          "--predictions", layout.recon(model, acc),
-                          "--out", layout.metrics(model, acc)])
+        for cfg in configs:
+            reconstruct_folder(cfg)
 
-    return Stage("evaluate", run, {"accs": accs}, outputs=[layout.out / "metrics"],
-                 after=[f"reconstruct_{m}" for m in model_names(preset)], weight=0.3)
-
-
-def attack_options(preset: dict) -> dict:
-    a = preset["attack"]
-    return {"k": a["k"], "fd_iterations": a["fd_iterations"], "fd_step": a["fd_h"],
-            "fd_lr": a["fd_lr"], "gamma": a["gamma"], "pixels": a["pixels"], "box": a["box"],
-            "batch_size": a["batch_size"], "limit": a.get("max_slices"),
-            "mask_type": preset["masks"].get("type", "random")}
+    kind = f"reconstruct_{'irim' if model == 'irim' else 'unet'}"
+    return Stage(f"reconstruct_{model}", run, {"recon": [_asdict(c) for c in configs]},
+                 outputs=[Path(c.out) for c in configs], after=[f"train_{model}"], weight=PRIOR_RATES[kind],
+                 kind=kind, work=len(configs) * val_slices(layout, preset))
 
 
-def attack_stage(layout: Layout, preset: dict, model: str) -> Stage:
-    """RS and FD on a trained model, or RS on the zero-filled baseline (``BASELINE``)."""
-    accs, opts = eval_accs(preset), attack_options(preset)
+def evaluate_stage(layout: Layout, preset: StudyPreset) -> Stage:
+    from fnaf_jax.evaluation import EvaluateConfig, evaluate
+
+    configs = [EvaluateConfig(str(layout.val_dir), str(layout.recon(model, acc)), str(layout.metrics(model, acc)))
+               for model in model_names(preset) for acc in eval_accs(preset)]
+
+    def run():
+        for cfg in configs:
+            evaluate(cfg)
+
+    return Stage("evaluate", run, {"evaluate": [_asdict(c) for c in configs]}, outputs=[layout.out / "metrics"],
+                 after=[f"reconstruct_{m}" for m in model_names(preset)], weight=PRIOR_RATES["evaluate"],
+                 kind="evaluate", work=len(configs))
+
+
+def attack_jobs(layout: Layout, preset: StudyPreset, model: str) -> list:
+    """The ``AttackJob``s of one model: RS and FD at each evaluation mask (RS only for the
+    zero-filled baseline)."""
+    from fnaf_jax.attacks.runner import AttackJob
+
+    source = ({"baseline": BASELINE} if model == BASELINE
+              else {"checkpoint": str(layout.checkpoint(model))})
     methods = ("rs",) if model == BASELINE else METHODS
-    source = ["--baseline", BASELINE] if model == BASELINE else ["--checkpoint", layout.checkpoint(model)]
-    role = ["--role", ROLES[model]] if model in ROLES else []
+    a = preset.attack
+    return [AttackJob(data=str(layout.val_dir), out=str(layout.attack(model, spec.acceleration, method)),
+                      method=method, mask=spec, attack=a.config, batch_size=a.batch_size, limit=a.limit,
+                      name=model, role=ROLES.get(model), **source)
+            for spec in preset.masks.eval for method in methods]
+
+
+def model_calls(job, slices: int) -> int:
+    """Candidates scored by one attack job: K per slice for RS, 1 + 5 per FD iteration, 1 to transfer."""
+    if job.transfer_from is not None:
+        return slices
+    cfg = job.attack
+    return slices * (cfg.k if job.method == "rs" else 1 + 5 * cfg.fd_iterations)
+
+
+def _attack_stage(name: str, jobs: list, after: list[str], kind: str, slices: int) -> Stage:
+    from fnaf_jax.attacks.runner import attack_folder
 
     def run():
-        for acc, cf in accs:
-            for method in methods:
-                run_verb(["attack", *source, "--data", layout.val_dir, "--method", method,
-                          "--out", layout.attack(model, acc, method), "--name", model, *role,
-                          "--acceleration", acc, "--center-fraction", cf, *flags(opts)])
+        for job in jobs:
+            attack_folder(job)
 
-    if model == BASELINE:
-        after = ["data"] if preset.get("_synthetic") else []
-    else:
-        after = [f"train_{model}"]
-    return Stage(f"attack_{model}", run, {"accs": accs, "attack": opts, "role": role},
-                 outputs=[layout.attack(model, a, m) for a, _ in accs for m in methods],
-                 after=after, weight={"irim": 2, BASELINE: 0.3}.get(model, 1))
+    return Stage(name, run, {"jobs": [_asdict(j) for j in jobs]}, outputs=[Path(j.out) for j in jobs],
+                 after=after, weight=PRIOR_RATES[kind], kind=kind,
+                 work=sum(model_calls(j, slices) for j in jobs))
 
 
-def transfer_stage(layout: Layout, preset: dict) -> Stage:
-    accs, opts = eval_accs(preset), attack_options(preset)
-
-    def run():
-        for acc, cf in accs:
-            run_verb(["attack", "--checkpoint", layout.checkpoint("irim"),
-                      "--data", layout.val_dir, "--transfer-from", layout.attack("unet", acc, "rs"),
-                      "--out", layout.transfer(acc), "--name", "irim",
-                      "--acceleration", acc, "--center-fraction", cf, *flags(opts)])
-
-    return Stage("transfer", run, {"accs": accs, "attack": opts},
-                 outputs=[layout.transfer(a) for a, _ in accs],
-                 after=["attack_unet", "train_irim"], weight=0.5)
+def attack_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
+    """RS and FD on a trained model, or RS on the zero-filled baseline (``BASELINE``)."""
+    after = _data_after(layout) if model == BASELINE else [f"train_{model}"]
+    kind = {"irim": "attack_irim", BASELINE: "attack_baseline"}.get(model, "attack_unet")
+    return _attack_stage(f"attack_{model}", attack_jobs(layout, preset, model), after, kind,
+                         val_slices(layout, preset))
 
 
-def table4_stage(layout: Layout, preset: dict, annotations: Path | None) -> Stage:
+def transfer_stage(layout: Layout, preset: StudyPreset) -> Stage:
+    """The U-Net's worst RS features re-scored on the i-RIM (paper section 4.7)."""
+    jobs = [dataclasses.replace(job, out=str(layout.transfer(job.mask.acceleration)), role=None,
+                                transfer_from=str(layout.attack("unet", job.mask.acceleration, "rs")))
+            for job in attack_jobs(layout, preset, "irim") if job.method == "rs"]
+    return _attack_stage("transfer", jobs, ["attack_unet", "train_irim"], "transfer", val_slices(layout, preset))
+
+
+def table4_stage(layout: Layout, preset: StudyPreset, annotations: Path | None) -> Stage:
     from fnaf_jax.abnormalities import score_model, write_table4
     from fnaf_jax.data.annotations import read_annotations
 
@@ -313,7 +314,7 @@ def table4_stage(layout: Layout, preset: dict, annotations: Path | None) -> Stag
             return
         anns = read_annotations(table)
         scores, names = [], []
-        for acc, _ in accs:
+        for acc in accs:
             for model in model_names(preset):
                 name = f"{MODEL_NAMES.get(model, model)} {acc}x"
                 names.append(name)
@@ -322,4 +323,5 @@ def table4_stage(layout: Layout, preset: dict, annotations: Path | None) -> Stag
 
     return Stage("table4", run, {"annotations": str(table), "accs": accs},
                  outputs=[layout.tables / "table4"],
-                 after=[f"reconstruct_{m}" for m in model_names(preset)], weight=0.2)
+                 after=[f"reconstruct_{m}" for m in model_names(preset)], weight=PRIOR_RATES["table4"],
+                 kind="table4", work=len(accs) * len(model_names(preset)))

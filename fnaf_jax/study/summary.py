@@ -90,13 +90,13 @@ def findings_md(items: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_markdown(results: dict, preset: dict, figures: dict[str, list[str]],
+def build_markdown(results: dict, preset, figures: dict[str, list[str]],
                    table4_md: str | None, timings: dict[str, float], notes: list[str]) -> str:
     items = findings(results)
     rows = attack_rows(results.get("table2", {}))
     parts = [
-        f"# FNAF study: preset `{preset.get('name')}`\n",
-        f"{preset.get('description', '')}\n",
+        f"# FNAF study: preset `{preset.name}`\n",
+        f"{preset.description}\n",
         ("Reproduces Cheng, Caliva et al., *Addressing the false negative problem of deep "
         "learning MRI reconstruction models by adversarial attacks and robust training* "
         "(MIDL 2020). Paper numbers are from fastMRI knee single-coil validation data; "
@@ -221,10 +221,10 @@ def markdown_to_html(md: str, title: str = "FNAF study", base: Path | None = Non
             f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
-def write_report(out_dir, results, preset, figures, table4_md, timings, notes) -> tuple[Path, Path]:
+def write_study_report(out_dir, results, preset, figures, table4_md, timings, notes) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     md = build_markdown(results, preset, figures, table4_md, timings, notes)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     write_text(md_path, md)
-    write_text(html_path, markdown_to_html(md, f"FNAF study: {preset.get('name')}", base=out_dir))
+    write_text(html_path, markdown_to_html(md, f"FNAF study: {preset.name}", base=out_dir))
     return md_path, html_path

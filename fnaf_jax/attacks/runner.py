@@ -1,5 +1,9 @@
 """Attack a dataset slice by slice and append one JSON line per slice (resumable).
 
+``run_attack(model_or_fn, dataset, out, ...)`` attacks any recon_fn (bring your own
+model); ``attack_folder(AttackJob(...))`` is ``fnaf attack``: it loads the checkpoint (or
+a network-free baseline) and the data folder first.
+
 The record schema, reading and resume checks live in ``fnaf_jax.attacks.records``.
 Randomness is per slice (a key folded from the seed and the slice's file/slice name), so
 a resumed run, or a run with another batch size, draws the same features.
@@ -17,8 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnaf_jax import masks as masks_mod
-from fnaf_jax.attacks import records
 from fnaf_jax.attacks.config import (
     DEFAULT_ATTACK,
     AttackConfig,
@@ -26,38 +28,21 @@ from fnaf_jax.attacks.config import (
 )
 from fnaf_jax.attacks.finite_diff import finite_diff
 from fnaf_jax.attacks.random_search import random_search
-from fnaf_jax.attacks.records import (  # noqa: F401
-    SCORED_FIELDS,
+from fnaf_jax.attacks.records import (
     attack_record,
     candidate_from_record,
+    check_same_run,
+    open_for_append,
     read_records,
+    run_settings,
 )
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.features import pinned_prng
 from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
+from fnaf_jax.masks import DEFAULT_MASK, MaskSpec, file_mask
 from fnaf_jax.objective import check_recon, make_scorer
 
 METHODS = {"rs": random_search, "fd": finite_diff}
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskSpec:
-    """The (320,) column mask of the attacked image: type, acceleration, centre fraction."""
-
-    acceleration: int = 4
-    center_fraction: float | None = None  # None: fastMRI's pairing (4x 0.08, 8x 0.04)
-    mask_type: str = "random"
-
-    def fraction(self) -> float:
-        if self.center_fraction is not None:
-            return float(self.center_fraction)
-        return masks_mod.default_center_fraction(self.acceleration)
-
-    def mask_func(self):
-        return masks_mod.create_mask_for_mask_type(self.mask_type, [self.fraction()], [self.acceleration])
-
-
-DEFAULT_MASK = MaskSpec()
 
 
 def model_name_for(checkpoint) -> str:
@@ -77,15 +62,6 @@ def slice_key(seed: int, fname: str, slice_num: int) -> jax.Array:
     tag = zlib.crc32(f"{os.path.basename(fname)}/{int(slice_num)}".encode()) & 0x7FFFFFFF
     with pinned_prng():
         return jax.random.fold_in(jax.random.key(seed), tag)
-
-
-def file_mask(spec: MaskSpec, fname: str, num_cols: int, _cache: dict = {}) -> np.ndarray:  # noqa: B006
-    """Column mask for every slice of ``fname``, seeded by the file name (cached)."""
-    key = (spec, os.path.basename(fname), num_cols)
-    if key not in _cache:
-        mask, _ = masks_mod.column_mask(spec.mask_func(), num_cols, seed=masks_mod.file_seed(fname))
-        _cache[key] = np.asarray(mask, np.float32)
-    return _cache[key]
 
 
 def make_batch(items: list[dict], spec: MaskSpec, image_shape) -> dict:
@@ -171,7 +147,7 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
 
 def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed, model_name,
                 checkpoint, role, transfer_from, progress) -> int:
-    existing = records.read_records(out_path) if out_path.is_file() else []
+    existing = read_records(out_path) if out_path.is_file() else []
     done = {(r["file"], r["slice"]) for r in existing}
     n = len(dataset) if limit is None else min(limit, len(dataset))
     extra = {"model": model_name, "role": role, "checkpoint": checkpoint, "seed": seed}
@@ -190,9 +166,9 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
                         first.get("center_fraction", spec.center_fraction),
                         first.get("mask_type", spec.mask_type))
         attack = _transfer_attack(sources, cfg)
-    settings = records.run_settings(method, spec, cfg, model=model_name, checkpoint=checkpoint, seed=seed,
+    settings = run_settings(method, spec, cfg, model=model_name, checkpoint=checkpoint, seed=seed,
                                     transfer_from=transfer_from)
-    records.check_same_run(out_path, existing, settings)
+    check_same_run(out_path, existing, settings)
     extra["settings"] = settings
 
     todo = []
@@ -225,7 +201,7 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             lines = "".join(json.dumps(attack_record(result, i, batch, method=method, spec=spec, cfg=cfg,
                                                      extra=extra)) + "\n" for i in range(real))
             if fh is None:
-                fh = records.open_for_append(out_path)
+                fh = open_for_append(out_path)
             fh.write(lines)
             fh.flush()
             written += real
@@ -253,3 +229,51 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="slice", disable=not enabled, desc="attack")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackJob:
+    """One ``fnaf attack`` run: what to attack, on which data, with which settings."""
+
+    data: str  # folder (or file) of fastMRI .h5 volumes
+    out: str  # results file (JSON lines), appended
+    checkpoint: str | None = None  # model checkpoint folder ...
+    baseline: str | None = None  # ... or a network-free recon_fn (``BASELINES``)
+    method: str = "rs"
+    mask: MaskSpec = DEFAULT_MASK
+    attack: AttackConfig = DEFAULT_ATTACK
+    batch_size: int = 8
+    limit: int | None = None
+    seed: int = 0
+    name: str | None = None  # model name in the records (default: from the checkpoint)
+    role: str | None = None  # which of the paper's models this is (reports)
+    transfer_from: str | None = None
+    skip_bad: bool = False
+
+    def __post_init__(self):
+        if (self.checkpoint is None) == (self.baseline is None):
+            raise ConfigError("an attack needs exactly one of a checkpoint and a baseline")
+
+
+def attack_folder(job: AttackJob, progress: bool = True) -> int:
+    """``fnaf attack``: run ``job``; returns the number of new records."""
+    from fnaf_jax.data.fastmri import SliceDataset
+
+    job.mask.mask_func()  # bad mask options fail here, before the model loads
+    if job.baseline is not None:
+        from fnaf_jax.models.baselines import BASELINES
+
+        if job.baseline not in BASELINES:
+            raise ConfigError(f"unknown baseline {job.baseline!r}; known: {', '.join(BASELINES)}")
+        model, name, checkpoint = BASELINES[job.baseline], job.baseline, ""
+    else:
+        from fnaf_jax.models.store import load_model
+
+        model, _ = load_model(job.checkpoint)
+        model.eval()
+        name, checkpoint = model_name_for(job.checkpoint), str(job.checkpoint)
+    dataset = SliceDataset(job.data, transform="raw", skip_bad=job.skip_bad)
+    return run_attack(model, dataset, job.out, method=job.method, spec=job.mask, cfg=job.attack,
+                      batch_size=job.batch_size, limit=job.limit, seed=job.seed,
+                      model_name=job.name or name, checkpoint=checkpoint, role=job.role,
+                      transfer_from=job.transfer_from, progress=progress)
