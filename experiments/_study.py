@@ -25,7 +25,7 @@ def main(doc: str, targets: list[str], show) -> int:
     args = parser.parse_args()
     try:
         preset = load_preset(args.preset)
-        out = (args.out or Path("runs") / preset["name"]).absolute()
+        out = (args.out or Path("runs") / preset.name).absolute()
         result = reproduce(preset, out, data=args.data, irim_checkpoint=args.irim_checkpoint,
                            annotations=args.annotations, targets=targets)
         show(make_layout(out, preset, args.data), preset, result)
@@ -40,5 +40,5 @@ def gather_results(layout, preset) -> dict:
     evaluation accelerations, for every model and attack method."""
     from fnaf_jax.study import results, stages
 
-    accs = [a for a, _ in stages.eval_accs(preset)]
+    accs = stages.eval_accs(preset)
     return results.gather(layout, accs, [*stages.model_names(preset), stages.BASELINE], stages.METHODS)

@@ -85,7 +85,7 @@ def test_disk_full_during_an_attack_is_one_line_and_keeps_earlier_records(checkp
     out = tmp_path / "r.jsonl"
     assert main(_argv(checkpoint, synthetic_dir, out)) == 0
     before = out.read_bytes()
-    from fnaf_jax.attacks import records
+    from fnaf_jax.attacks import records, runner
 
     real_open = records.open_for_append
 
@@ -99,7 +99,7 @@ def test_disk_full_during_an_attack_is_one_line_and_keeps_earlier_records(checkp
         def __getattr__(self, name):
             return getattr(self.fh, name)
 
-    monkeypatch.setattr(records, "open_for_append", lambda path: Full(real_open(path)))
+    monkeypatch.setattr(runner, "open_for_append", lambda path: Full(real_open(path)))
     assert main(_argv(checkpoint, synthetic_dir, out, "--limit", "4")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "disk full" in err[0] and "2 records written before are kept" in err[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fnaf_jax.commands.flags import add_fields, read_fields
-from fnaf_jax.commands.masks import add_mask_arguments, mask_jobs
+from fnaf_jax.commands.mask_flags import add_mask_arguments, mask_jobs
 
 HELP = {
     "data": "folder (or file) of .h5 volumes",

@@ -70,11 +70,17 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def config_from_args(args):
+    """The TrainConfig the flags describe."""
     from fnaf_jax.train.config import TrainConfig
+
+    return TrainConfig(**read_fields(args, TrainConfig))
+
+
+def run(args) -> int:
     from fnaf_jax.train.loop import train
 
-    cfg = TrainConfig(**read_fields(args, TrainConfig))
+    cfg = config_from_args(args)
     if not cfg.data:
         raise ConfigError("--data is required")
     summary = train(cfg, args.workdir, force=args.force, progress=not args.no_progress)

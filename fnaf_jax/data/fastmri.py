@@ -4,7 +4,7 @@
 reading only shapes, the ISMRMRD header and attrs, and then reads one slice per item,
 opening the file for that read only: no h5py handle outlives a call, so the dataset
 pickles into loader worker processes. Items are dicts of numpy values whose
-keys are fixed by docs/DESIGN.md ("unet" and "raw" transforms).
+keys are fixed by docs/interfaces.md ("unet" and "raw" transforms).
 
 Bad files (missing, truncated, not HDF5, no ``kspace``, wrong rank or dtype, header
 without sizes, ...) are collected during the scan and reported together in one
@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from fnaf_jax.data.header import Header, HeaderError, metadata_onehot, parse_header
-from fnaf_jax.data.loader import make_loader  # DESIGN.md names it beside the dataset
+from fnaf_jax.data.loader import make_loader  # re-exported beside the dataset
 from fnaf_jax.data.transforms import unet_sample
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.masks import file_seed
@@ -228,7 +228,7 @@ def unet_transform(kspace, mask, target, volume: Volume) -> dict:
 
 
 class SliceDataset:
-    """Slices of fastMRI single-coil volumes; ``ds[i]`` is a dict (see docs/DESIGN.md).
+    """Slices of fastMRI single-coil volumes; ``ds[i]`` is a dict (see docs/interfaces.md).
 
     ``root`` is a folder of ``.h5`` files, one file, or a list of files. ``mask_func``
     follows fastMRI's API (``mask_func(shape, offset=None, seed=None) -> (mask, num_low)``);

@@ -268,7 +268,7 @@ class IRIM(nnx.Module):
         )
 
     def reconstruct(self, u, mask, metadata=None):
-        """Common entry point (docs/DESIGN.md): zero-filled complex ``u`` -> magnitude.
+        """Common entry point (docs/interfaces.md): zero-filled complex ``u`` -> magnitude.
 
         ``metadata`` None means unknown scanner (zeros). On a 320x320 ``u`` the crop is
         the identity.

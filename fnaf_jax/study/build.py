@@ -37,7 +37,7 @@ def stage_timings(out: Path) -> dict[str, float]:
 
 
 def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str]) -> Stage:
-    from fnaf_jax.study import figures, results, summary
+    from fnaf_jax.study import figure_set, results, summary
 
     accs = st.eval_accs(preset)
     models = st.model_names(preset)
@@ -50,7 +50,7 @@ def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str])
             indent=1, default=str))
         if layout.figures.exists():  # no stale figures of an earlier configuration
             shutil.rmtree(layout.figures)
-        figs = figures.make_figures(layout, preset, accs)
+        figs = figure_set.make_figures(layout, preset, accs)
         t4 = layout.tables / "table4" / "table4.md"
         timings = {name: sec for name, sec in stage_timings(layout.out).items() if name in stage_names}
         notes = [f"Data: `{layout.data_root}` ({layout.train_split} / {layout.val_split}).",

@@ -18,7 +18,7 @@ import numpy as np
 
 @runtime_checkable
 class Task(Protocol):
-    """Adapter between one model family and the training loop (see docs/DESIGN.md)."""
+    """Adapter between one model family and the training loop (see docs/interfaces.md)."""
 
     #: ``SliceDataset`` transform the task reads: "unet" or "raw".
     transform: str

@@ -3,18 +3,33 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from fnaf_jax.errors import ConfigError
 
 
+class _Once(argparse.Action):
+    """A list flag given once: ``--acceleration 4 --accelerations 8`` is refused rather than
+    one value silently winning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_given", set())
+        if self.dest in seen:
+            parser.error(f"{option_string}: given twice; list every value after one flag (e.g. "
+                         f"{self.option_strings[0]} 4 8)")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def add_mask_arguments(parser) -> None:
     from fnaf_jax.masks import DEFAULT_MASK
 
-    parser.add_argument("--accelerations", "--acceleration", type=int, nargs="+",
+    parser.add_argument("--accelerations", "--acceleration", type=int, nargs="+", action=_Once,
                         default=[DEFAULT_MASK.acceleration], metavar="ACC",
                         help=f"under-sampling factors, one run each (default: {DEFAULT_MASK.acceleration})")
     parser.add_argument("--center-fractions", "--center-fraction", type=float, nargs="+", default=None,
+                        action=_Once,
                         metavar="CF", help="centre columns kept, one per acceleration "
                         "(default: fastMRI's pairing, 0.08 at 4x and 0.04 at 8x)")
     parser.add_argument("--mask-type", default=DEFAULT_MASK.mask_type,
