@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from fnaf_jax import parallel
+
+    # a multi-host job must join before anything touches a device (building the parser
+    # imports modules that do)
+    if parallel.maybe_initialize_distributed():
+        import jax
+
+        print(f"fnaf: process {jax.process_index()} of {jax.process_count()} ({jax.local_device_count()} "
+              f"local of {jax.device_count()} devices)", file=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage error (status 2) or --help (0)

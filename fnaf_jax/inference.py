@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import h5py
 import jax
 import numpy as np
 from flax import nnx
@@ -118,8 +117,7 @@ def _to_out_size(images, path):
 def _write(path, volume_images, volume, acceleration, center_fraction, checkpoint):
     """A volume's submission file; a test file reports its own under-sampling."""
     if volume.stored_mask is not None:
-        with h5py.File(volume.path, "r") as f:
-            acceleration = f.attrs.get("acceleration", acceleration)
+        acceleration = volume.stored_acceleration or acceleration
         center_fraction = volume.stored_num_low / volume.kspace_shape[1]
     write_reconstruction(path, volume_images, acceleration=acceleration, center_fraction=center_fraction,
                          checkpoint=checkpoint)

@@ -31,6 +31,10 @@ def maybe_initialize_distributed() -> bool:
     slurm = int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in env
     if not (explicit or slurm):
         return False
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in env:
+        # CPU processes need a collectives backend to all-reduce across hosts (gloo ships
+        # with jaxlib); accelerators use their own (NCCL, ICI) whatever this says
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],

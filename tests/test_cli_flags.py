@@ -70,13 +70,19 @@ def _stage(name, kind, weight, work):
     return Stage(name, lambda: None, {}, weight=weight, kind=kind, work=work)
 
 
-def test_eta_uses_measured_rates_per_kind_and_scales_the_priors():
-    train_a, train_b = _stage("a", "train", 0.2, 100), _stage("b", "train", 0.2, 50)
-    attack = _stage("c", "attack", 0.05, 400)
-    assert eta_seconds([train_b, attack], []) is None  # nothing measured yet
-    # a took 40 s for 100 units (0.4 s/unit, twice its prior): b runs at the measured rate,
-    # the attack at its prior times the measured slow-down
-    assert eta_seconds([train_b, attack], [(train_a, 40.0)]) == pytest.approx(50 * 0.4 + 400 * 0.05 * 2)
-    # once an attack was measured its own rate is used
-    done_attack = _stage("d", "attack", 0.05, 100)
-    assert eta_seconds([attack], [(train_a, 40.0), (done_attack, 3.0)]) == pytest.approx(400 * 0.03)
+def test_eta_follows_the_current_load_and_each_kinds_own_pace():
+    a, b = _stage("a", "train", 0.2, 100), _stage("b", "train", 0.2, 50)
+    attack, report = _stage("c", "attack", 0.05, 400), _stage("r", "report", 8.0, 1)
+    assert eta_seconds([b, attack], []) is None  # nothing measured yet
+    # a ran at twice its prior: everything left is expected twice as slow
+    assert eta_seconds([b, attack, report], [(a, 40.0)]) == pytest.approx(2 * (0.2 * 50 + 0.05 * 400 + 8))
+    # attacks ran 3x slower than trainings relative to their priors: their own factor stays
+    # (kind factor 1.5 = 3 / overall 2); the current load is the recent stages' pace
+    done_attack = _stage("d", "attack", 0.05, 100)  # prior 5 s, took 15 s
+    measured = [(a, 20.0), (done_attack, 15.0)]  # ratios 1 (train) and 3 (attack); overall 35/25
+    overall = 35.0 / 25.0
+    expected = 0.05 * 400 * overall * (3.0 / overall) + 0.2 * 50 * overall * (1.0 / overall)
+    assert eta_seconds([attack, b], measured) == pytest.approx(expected)
+    # the machine got quieter: the last RECENT stages ran at their priors, the ETA follows
+    quiet = [(a, 80.0), *[(_stage(f"t{i}", "train", 0.2, 100), 20.0) for i in range(3)]]
+    assert eta_seconds([b], quiet) == pytest.approx(0.2 * 50 * 1.0 * 1.0)

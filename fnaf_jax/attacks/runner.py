@@ -11,6 +11,7 @@ a resumed run, or a run with another batch size, draws the same features.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnaf_jax import parallel
 from fnaf_jax.attacks.config import (
     DEFAULT_ATTACK,
     AttackConfig,
@@ -103,23 +105,30 @@ def _transfer_attack(sources: dict, cfg: AttackConfig):
 
 
 def _mesh():
-    """A data mesh over all devices when there are several, else None (plain jit)."""
+    """A data mesh over all devices (of every process) when there are several, else None."""
     if jax.device_count() == 1:
         return None
-    from fnaf_jax import parallel
-
     return parallel.make_mesh()
 
 
 def _shard(batch: dict, keys, mesh):
-    """Spread a batch's arrays and keys over the mesh's devices (axis 0)."""
+    """Spread a batch's arrays and keys over the mesh's devices (axis 0). Every process
+    holds the whole batch (the same slices in the same order) and places its share."""
     if mesh is None:
         return batch, keys
-    from fnaf_jax import parallel
-
     arrays = {k: batch[k] for k in ("target_raw", "mask", "metadata")}
-    keys = jax.device_put(keys, parallel.batch_sharding(mesh))
-    return {**batch, **parallel.shard_batch(arrays, mesh)}, keys
+    data = parallel.shard_batch({**arrays, "key_data": np.asarray(jax.random.key_data(keys))}, mesh)
+    keys = jax.random.wrap_key_data(data.pop("key_data"), impl=jax.random.key_impl(keys))
+    return {**batch, **data}, keys
+
+
+def _fetch(result):
+    """The whole result on this host (multi-host: gathered from every process)."""
+    if jax.process_count() == 1:
+        return jax.device_get(result)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(result, tiled=True)
 
 
 def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: MaskSpec = DEFAULT_MASK,
@@ -140,7 +149,11 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
     check_recon(model_or_fn, cfg.features.image_shape)  # before any file is touched
     model_name = model_name or default_model_name(model_or_fn)
     out_path = Path(out_path)
-    with exclusive_lock(out_path, "results file"):
+    parallel.maybe_initialize_distributed()
+    # one writer per results file: process 0 (the other hosts of a multi-host run compute)
+    lock = (exclusive_lock(out_path, "results file") if jax.process_index() == 0
+            else contextlib.nullcontext())
+    with lock:
         return _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed,
                            model_name, checkpoint, role, transfer_from, progress)
 
@@ -180,8 +193,6 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
 
     mesh = _mesh()
     if mesh is not None:
-        from fnaf_jax import parallel
-
         parallel.check_batch_size(batch_size, mesh)
     scorer = make_scorer(model_or_fn, cfg.objective, mesh=mesh)
     bar = _progress(len(todo), progress)
@@ -197,13 +208,14 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             keys = jnp.stack([slice_key(seed, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
             device_batch, keys = _shard(batch, keys, mesh)
             result = attack(scorer, device_batch, keys, cfg)
-            result = jax.device_get(result)
-            lines = "".join(json.dumps(attack_record(result, i, batch, method=method, spec=spec, cfg=cfg,
-                                                     extra=extra)) + "\n" for i in range(real))
-            if fh is None:
-                fh = open_for_append(out_path)
-            fh.write(lines)
-            fh.flush()
+            result = _fetch(result)
+            if jax.process_index() == 0:
+                lines = "".join(json.dumps(attack_record(result, i, batch, method=method, spec=spec, cfg=cfg,
+                                                         extra=extra)) + "\n" for i in range(real))
+                if fh is None:
+                    fh = open_for_append(out_path)
+                fh.write(lines)
+                fh.flush()
             written += real
             bar.update(real)
     except OSError as exc:
@@ -228,7 +240,7 @@ def _slice_name(dataset, index: int) -> tuple[str, int]:
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="slice", disable=not enabled, desc="attack")
+    return tqdm(total=total, unit="slice", disable=not enabled or jax.process_index() != 0, desc="attack")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,6 +64,7 @@ class Volume:
     stored_mask: np.ndarray | None = field(default=None, repr=False)  # test files: (W,)
     stored_num_low: int = 0
     metadata: np.ndarray = field(default=None, repr=False)  # (8,) i-RIM one-hot
+    stored_acceleration: float | None = None  # test files: the file's 'acceleration' attr
 
     @property
     def fname(self) -> str:
@@ -157,6 +158,8 @@ def _read_volume(hf: h5py.File, path: str, recons_key: str) -> Volume:
         stored_mask=stored_mask,
         stored_num_low=stored_num_low,
         metadata=metadata,
+        stored_acceleration=(float(attrs["acceleration"])
+                             if stored_mask is not None and "acceleration" in attrs else None),
     )
 
 

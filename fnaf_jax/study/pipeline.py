@@ -42,26 +42,28 @@ class Stage:
     work: float = 1.0                  # units of work (slices x epochs, model calls ...)
 
 
+RECENT = 3  # stages whose pace sets the current load factor
+
+
 def eta_seconds(remaining: list[Stage], measured: list[tuple[Stage, float]]) -> float | None:
     """Seconds the ``remaining`` stages should take, from the ``measured`` (stage, seconds)
-    of this study: a kind already measured runs at its measured seconds per unit of work;
-    any other at its prior rate, scaled by how the measured stages compared with theirs
-    (a loaded or faster machine). None before anything is measured."""
-    if not measured:
+    of this study, in order. Each stage's prior (``weight * work``: seconds on the reference
+    machine) is scaled by the current load factor (actual / prior over the last ``RECENT``
+    stages, so a machine that gets busier or quieter is followed) and by its kind's own
+    factor (how much slower or faster than the average that kind ran so far: the priors'
+    error for this model size). None before anything is measured."""
+    timed = [(s, sec) for s, sec in measured if s.weight * s.work > 0]
+    if not timed:
         return None
-    seconds, units = {}, {}
-    for stage, sec in measured:
-        seconds[stage.kind] = seconds.get(stage.kind, 0.0) + sec
-        units[stage.kind] = units.get(stage.kind, 0.0) + stage.work
-    prior = sum(stage.weight * stage.work for stage, _ in measured)
-    scale = sum(sec for _, sec in measured) / prior if prior > 0 else 1.0
-    total = 0.0
-    for stage in remaining:
-        if stage.kind and units.get(stage.kind, 0) > 0:
-            total += stage.work * seconds[stage.kind] / units[stage.kind]
-        else:
-            total += stage.weight * stage.work * scale
-    return total
+
+    def ratio(pairs):
+        prior = sum(s.weight * s.work for s, _ in pairs)
+        return sum(sec for _, sec in pairs) / prior
+
+    overall, load = ratio(timed), ratio(timed[-RECENT:])
+    kind_factor = {kind: ratio([p for p in timed if p[0].kind == kind]) / overall
+                   for kind in {s.kind for s, _ in timed if s.kind}}
+    return sum(s.weight * s.work * load * kind_factor.get(s.kind, 1.0) for s in remaining)
 
 
 def config_hash(obj) -> str:

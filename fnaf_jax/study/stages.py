@@ -106,10 +106,11 @@ def eval_accs(preset: StudyPreset) -> list[int]:
 
 #: prior seconds per unit of work of each stage kind on the reference machine (2 idle CPU
 #: cores, the synthetic preset's models); the ETA replaces them by measured rates
-PRIOR_RATES = {"data": 0.038, "train_unet": 0.22, "train_robust": 0.36, "train_robust_wk": 0.14,
-               "train_irim": 0.15, "convert": 10.0, "reconstruct_unet": 0.05, "reconstruct_irim": 0.17,
-               "evaluate": 1.8, "attack_unet": 0.047, "attack_irim": 0.07, "attack_baseline": 0.004,
-               "transfer": 0.13, "table4": 0.46, "report": 30.0}
+#: (fitted to the smoke and synthetic studies' stage timings)
+PRIOR_RATES = {"data": 0.037, "train_unet": 0.18, "train_robust": 0.29, "train_robust_wk": 0.14,
+               "train_irim": 0.14, "convert": 10.0, "reconstruct_unet": 0.06, "reconstruct_irim": 0.19,
+               "evaluate": 0.07, "attack_unet": 0.042, "attack_irim": 0.072, "attack_baseline": 0.0045,
+               "transfer": 0.14, "table4": 0.02, "report": 8.0}
 
 
 def val_slices(layout: Layout, preset: StudyPreset) -> int:
@@ -125,6 +126,12 @@ def val_slices(layout: Layout, preset: StudyPreset) -> int:
         except (OSError, FnafError):  # unreadable now: the stages will say why; the ETA only guesses
             n = 1000
     return min(n, preset.attack.limit) if preset.attack.limit else n
+
+
+def val_volumes(layout: Layout, preset: StudyPreset) -> int:
+    if layout.synthetic:
+        return preset.data.val_volumes
+    return max(1, val_slices(layout, preset) // 35)  # fastMRI knee volumes hold about 35 slices
 
 
 def train_slices(layout: Layout, preset: StudyPreset) -> int:
@@ -243,7 +250,7 @@ def evaluate_stage(layout: Layout, preset: StudyPreset) -> Stage:
 
     return Stage("evaluate", run, {"evaluate": [_asdict(c) for c in configs]}, outputs=[layout.out / "metrics"],
                  after=[f"reconstruct_{m}" for m in model_names(preset)], weight=PRIOR_RATES["evaluate"],
-                 kind="evaluate", work=len(configs))
+                 kind="evaluate", work=len(configs) * val_volumes(layout, preset))
 
 
 def attack_jobs(layout: Layout, preset: StudyPreset, model: str) -> list:
@@ -324,4 +331,4 @@ def table4_stage(layout: Layout, preset: StudyPreset, annotations: Path | None) 
     return Stage("table4", run, {"annotations": str(table), "accs": accs},
                  outputs=[layout.tables / "table4"],
                  after=[f"reconstruct_{m}" for m in model_names(preset)], weight=PRIOR_RATES["table4"],
-                 kind="table4", work=len(accs) * len(model_names(preset)))
+                 kind="table4", work=len(accs) * len(model_names(preset)) * val_volumes(layout, preset))
