@@ -10,6 +10,7 @@ the model alone costs) and (b) a per-candidate loop that scores one candidate pe
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import jax
@@ -26,11 +27,75 @@ from fnaf_jax.physics import undersample
 
 
 def _timed(fn, repeats):
-    jax.block_until_ready(fn())  # compile and warm up
-    start = time.perf_counter()
+    """Median seconds of ``repeats`` calls after a warm-up (compilation) call."""
+    jax.block_until_ready(fn())
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         jax.block_until_ready(fn())
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _alternating(fns, repeats):
+    """Median seconds of each of ``fns``, run in turn ``repeats`` times (same load for all)."""
+    for fn in fns:
+        jax.block_until_ready(fn())
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for t, fn in zip(times, fns, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def torch_original_structure(chans: int, pools: int):
+    """A PyTorch replica of the released FNAF code's loop: per candidate round one model
+    call on the B slices, features drawn on the host (NumPy), FFT under-sampling in torch,
+    the region from SciPy's distance transform, the loss on the host. Returns
+    ``run(target (B, H, W) numpy, mask (B, W) numpy, k) -> worst losses``."""
+    import torch
+    from fastmri.models import Unet as TorchUnet
+    from scipy import ndimage
+
+    torch.manual_seed(0)
+    net = TorchUnet(1, 1, chans=chans, num_pool_layers=pools).eval()
+    rng = np.random.default_rng(0)
+
+    def feature(h, w, pixels=10, box=120):
+        d = np.zeros((h, w), np.float32)
+        r, c = rng.integers(h // 2 - box // 2, h // 2 + box // 2, size=2)
+        for _ in range(pixels):  # a random aggregation of connected pixels
+            d[r, c] = rng.uniform()
+            r, c = r + rng.integers(-1, 2), c + rng.integers(-1, 2)
+        return d
+
+    def fft_under(x, m):
+        k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+        k = k * m[:, None, :]
+        return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"),
+                                  dim=(-2, -1)).abs()
+
+    def run(y, mask, k):
+        b, h, w = y.shape
+        m = torch.from_numpy(mask)
+        worst = np.full(b, -np.inf)
+        with torch.no_grad():
+            for _ in range(k):
+                d = np.stack([feature(h, w) for _ in range(b)])
+                target = torch.from_numpy(y + d)
+                x = fft_under(target.to(torch.complex64), m)
+                mean = x.mean(dim=(-2, -1), keepdim=True)
+                std = x.std(dim=(-2, -1), keepdim=True)
+                out = net(((x - mean) / std)[:, None])[:, 0] * std + mean
+                for i in range(b):
+                    region = ndimage.distance_transform_edt(d[i] == 0) <= 5
+                    err = (out[i].numpy() - target[i].numpy())[region]
+                    worst[i] = max(worst[i], float(np.mean(err ** 2)))
+        return worst
+
+    return run
 
 
 def _batch(b, rng):
@@ -49,7 +114,10 @@ def main(argv=None):
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     p.add_argument("--ks", type=int, nargs="+", default=[4, 11])
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--max-images-per-call", type=int, default=64)
+    p.add_argument("--max-images-per-call", type=int, default=None,
+                   help="images per model call (default: the backend's rule)")
+    p.add_argument("--torch", action="store_true",
+                   help="also the PyTorch replica of the released code's loop (needs torch, fastmri)")
     args = p.parse_args(argv)
 
     model = Unet(chans=args.chans, num_pool_layers=args.pools, rngs=nnx.Rngs(0))
@@ -60,8 +128,10 @@ def main(argv=None):
     scorer = make_scorer(model, obj)
     rng = np.random.default_rng(0)
     print(f"device {jax.devices()[0].device_kind}, U-Net chans {args.chans} pools {args.pools}, 320x320")
+    torch_run = torch_original_structure(args.chans, args.pools) if args.torch else None
     print(f"{'B':>3} {'K':>3} {'RS cand/s':>10} {'bare img/s':>10} {'loop cand/s':>11} "
-          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11}")
+          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12}"
+          + (f" {'torch cand/s':>12} {'RS/torch':>8}" if torch_run else ""))
     one = features.DEFAULT_FEATURES
     for b in args.batch_sizes:
         batch = _batch(b, rng)
@@ -90,8 +160,16 @@ def main(argv=None):
             # backend (XLA on CPU gains little from batching) from attack overhead.
             t_one = _timed(lambda u=u, m=batch["mask"]: bare(state, u[:1], jnp.asarray(m[:1])), args.repeats)
             n = b * k
-            print(f"{b:>3} {k:>3} {n / t_rs:>10.2f} {n / t_bare:>10.2f} {n / t_loop:>11.2f} "
-                  f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f} {1 / t_one:>11.2f}")
+            best = max(n / t_bare, 1 / t_one)
+            line = (f"{b:>3} {k:>3} {n / t_rs:>10.2f} {n / t_bare:>10.2f} {n / t_loop:>11.2f} "
+                    f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f} {1 / t_one:>11.2f} {n / t_rs / best:>12.2f}")
+            if torch_run is not None:  # alternated with RS so both see the same load
+                y_np, m_np = np.asarray(batch["target_raw"]), np.asarray(batch["mask"])
+                t_rs2, t_torch = _alternating(
+                    [lambda cfg=cfg, keys=keys, batch=batch: random_search(scorer, batch, keys, cfg).worst_loss,
+                     lambda y_np=y_np, m_np=m_np, k=k: torch_run(y_np, m_np, k)], args.repeats)
+                line += f" {n / t_torch:>12.2f} {t_torch / t_rs2:>8.2f}"
+            print(line)
 
 
 if __name__ == "__main__":

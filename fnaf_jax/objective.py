@@ -3,7 +3,7 @@
 ``score`` evaluates every candidate of every sample in one call, using the linearity of
 under-sampling: ``U(y + d) = U(y) + U(d)``, with ``U(y)`` computed once per slice and
 ``U(d)`` per candidate, and the reconstruction model called once over all B*K images
-(or over chunks of at most ``max_images_per_call`` images, which gives the same numbers).
+(in chunks of ``images_per_call`` images, the backend's fastest: the same numbers).
 
 The loss lives in the z-scored space of the model input: output ``o`` and target
 ``t = y + d`` are both z-scored with the mean and std of ``|U(y + d)|``; ``t`` is clamped
@@ -48,13 +48,30 @@ class ObjectiveConfig:
     beta: float = 1.0  # weight of the region term
     reduction: str = "mse"  # "mse" (paper), "region_mean", "nmse" (released code)
     radius: float = 5.0  # region T: pixels within this distance of a feature pixel
-    max_images_per_call: int | None = 64  # chunk B*K above this; None: never chunk
+    max_images_per_call: int | None = None  # model images per call; None: the backend's rule
 
     def __post_init__(self):
         if self.reduction not in REDUCTIONS:
             raise ConfigError(f"loss reduction {self.reduction!r} unknown; expected one of {REDUCTIONS}")
         if self.max_images_per_call is not None and self.max_images_per_call < 1:
             raise ConfigError(f"max_images_per_call must be >= 1 or None, got {self.max_images_per_call}")
+
+
+#: Images per model call when the config leaves it to the backend (measured with
+#: benchmarks/attack_throughput.py and attack_profile.py): XLA's CPU convolutions run
+#: fastest on a couple of images at a time (the activations of dozens of 320x320 images do
+#: not stay in cache), accelerators on large batches (64 bounds the memory).
+IMAGES_PER_CALL = {"cpu": 2}
+ACCELERATOR_IMAGES_PER_CALL = 64
+
+
+def images_per_call(cfg: ObjectiveConfig, n: int) -> int:
+    """How many of ``n`` model inputs one call processes: the config's number, or the
+    backend's rule (``IMAGES_PER_CALL``). Chunking changes no number, only the speed."""
+    size = cfg.max_images_per_call
+    if size is None:
+        size = IMAGES_PER_CALL.get(jax.default_backend(), ACCELERATOR_IMAGES_PER_CALL)
+    return max(1, min(int(size), n))
 
 
 ATTACK = ObjectiveConfig()
@@ -253,8 +270,8 @@ def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output):
         return per_image(_forward_flat(recon_fn, y, mask, metadata, u_clean, cidx, ccand, cfg.radius,
                                        clean_output))
 
-    size = cfg.max_images_per_call
-    if size is None or n <= size:
+    size = images_per_call(cfg, n)
+    if n <= size:
         out = chunk((idx, flat))
     else:
         # Pad to whole chunks with copies of the last image, map over chunks, drop the pad.

@@ -31,7 +31,7 @@ def test_attack_defaults_come_from_the_configs(capsys):
     cfg = AttackConfig()
     assert f"candidates per slice (default: {cfg.k})" in text
     assert f"feature size P (default: {cfg.features.num_pixels})" in text
-    assert f"(memory) (default: {cfg.objective.max_images_per_call})" in text
+    assert cfg.objective.max_images_per_call is None and "(default: the backend's rule, 2 on CPU" in text
 
 
 def test_attack_takes_a_list_of_accelerations_like_train(synthetic_dir, tmp_path, capsys):

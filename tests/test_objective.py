@@ -119,13 +119,20 @@ def test_model_runs_once_over_all_candidates_and_chunking_gives_same_numbers(pro
         calls.append(u.shape)  # runs at trace time: one entry per model call in the program
         return _blur_recon(u, mask, metadata)
 
-    whole = O.make_scorer(counting_recon, O.ObjectiveConfig(max_images_per_call=None))(batch, cand)
+    whole = O.make_scorer(counting_recon, O.ObjectiveConfig(max_images_per_call=10**6))(batch, cand)
     assert calls == [(B, 32, 28), (B * K, 32, 28)]  # the no-feature control, then all candidates
     calls.clear()
     chunked = O.make_scorer(counting_recon, O.ObjectiveConfig(max_images_per_call=3))(batch, cand)
     assert calls == [(B, 32, 28), (3, 32, 28)]  # traced once inside lax.map: 4 chunks of 3, 2 padded
-    for a, b in zip(whole, chunked, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-12)
+    calls.clear()
+    auto = O.ObjectiveConfig()  # the backend's rule (CPU here: IMAGES_PER_CALL["cpu"])
+    rule = O.images_per_call(auto, B * K)
+    assert rule == min(O.IMAGES_PER_CALL["cpu"], B * K) and rule < B * K  # the rule really chunks
+    by_rule = O.make_scorer(counting_recon, auto)(batch, cand)
+    assert calls == [(B, 32, 28), (rule, 32, 28)]
+    for other in (chunked, by_rule):
+        for a, b in zip(whole, other, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-12)
 
 
 def test_bad_batch_names_the_missing_key(problem):

@@ -37,7 +37,8 @@ HELP = {
     "shape": "feature shapes: random aggregation (paper) or the released random walk",
     "box_size": "central box side the features lie in",
     "reduction": "region term of Eq. 5 (mse is the paper's)",
-    "max_images_per_call": "chunk the B*K model inputs above this (memory)",
+    "max_images_per_call": "model images per compiled call (default: the backend's rule, 2 on CPU, "
+                           "64 on accelerators; the numbers do not change, only speed and memory)",
 }
 _JOB = ("data", "out", "method", "batch_size", "limit", "seed", "name", "role", "transfer_from", "skip_bad")
 
