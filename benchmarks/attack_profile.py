@@ -36,6 +36,8 @@ def _once(fn) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("unet", "irim"), default="unet",
+                   help="U-Net (--chans, --pools) or the smoke preset's small i-RIM")
     p.add_argument("--chans", type=int, default=32)
     p.add_argument("--pools", type=int, default=4)
     p.add_argument("--b", type=int, default=4)
@@ -46,7 +48,13 @@ def main(argv=None):
 
     from fnaf_jax.objective import images_per_call
 
-    model = Unet(chans=args.chans, num_pool_layers=args.pools, rngs=nnx.Rngs(0))
+    if args.model == "irim":
+        from fnaf_jax.models.irim import IRIM
+
+        model = IRIM(n_steps=2, n_hidden=[16, 16, 16], n_network_hidden=[12, 24, 12], dilations=[1, 2, 1],
+                     multiplicity=1, rngs=nnx.Rngs(0))
+    else:
+        model = Unet(chans=args.chans, num_pool_layers=args.pools, rngs=nnx.Rngs(0))
     model.eval()
     graphdef, state = nnx.split(model)
     obj = ObjectiveConfig(max_images_per_call=args.chunk)
@@ -86,7 +94,8 @@ def main(argv=None):
     for _ in range(args.repeats):  # alternating, so every run sees the same load
         for name, fn in runs.items():
             times[name].append(_once(fn))
-    print(f"device {jax.devices()[0].device_kind}, U-Net chans {args.chans} pools {args.pools}, "
+    name = "i-RIM (smoke size)" if args.model == "irim" else f"U-Net chans {args.chans} pools {args.pools}"
+    print(f"device {jax.devices()[0].device_kind}, {name}, "
           f"B={args.b} K={args.k} ({n} candidates), {chunk} images per call")
     best = statistics.median(times["bare, 1 image per call"])
     for name, ts in times.items():

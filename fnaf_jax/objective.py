@@ -66,8 +66,8 @@ ACCELERATOR_IMAGES_PER_CALL = 64
 
 
 def images_per_call(cfg: ObjectiveConfig, n: int) -> int:
-    """How many of ``n`` model inputs one call processes: the config's number, or the
-    backend's rule (``IMAGES_PER_CALL``). Chunking changes no number, only the speed."""
+    """How many of ``n`` model inputs one ``Scorer`` call processes: the config's number, or
+    the backend's rule (``IMAGES_PER_CALL``). Chunking changes no number, only the speed."""
     size = cfg.max_images_per_call
     if size is None:
         size = IMAGES_PER_CALL.get(jax.default_backend(), ACCELERATOR_IMAGES_PER_CALL)
@@ -233,7 +233,7 @@ def clean_outputs(recon_fn: ReconFn, batch) -> jax.Array:
 
 
 def score_controls(recon_fn: ReconFn, batch, candidates: features.Candidates,
-                   cfg: ObjectiveConfig = ATTACK) -> Scores:
+                   cfg: ObjectiveConfig = ATTACK, chunk: int | None = None) -> Scores:
     """``Scores`` of every candidate: Eq. 5, IP and the controls (module docstring).
 
     The no-feature output is one extra model call per slice (B images beside B*K), taken
@@ -243,19 +243,22 @@ def score_controls(recon_fn: ReconFn, batch, candidates: features.Candidates,
     if clean is None:
         clean = clean_outputs(recon_fn, batch)
 
-    def per_image(out):
-        return Scores(
-            loss=fnaf_loss(out["output"], out["target"], out["region"], cfg),
-            ip=out["ip"],
-            nofeature=fnaf_loss(out["nofeature_output"], out["nofeature_target"], out["region"], cfg),
-            eraser=fnaf_loss(out["eraser_output"], out["target"], out["region"], cfg),
-            lost=lost_fraction(out["output"], out["clean_output"], out["target"], out["clean"], out["region"]),
-        )
-
-    return Scores(*_score_chunked(recon_fn, batch, candidates, cfg, per_image, jnp.asarray(clean, jnp.float32)))
+    return Scores(*_score_chunked(recon_fn, batch, candidates, cfg, lambda out: _scores_of(out, cfg),
+                                  jnp.asarray(clean, jnp.float32), chunk))
 
 
-def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output):
+def _scores_of(out: dict, cfg: ObjectiveConfig) -> Scores:
+    """Eq. 5, IP and the controls of forward outputs (``_forward_flat`` with a clean output)."""
+    return Scores(
+        loss=fnaf_loss(out["output"], out["target"], out["region"], cfg),
+        ip=out["ip"],
+        nofeature=fnaf_loss(out["nofeature_output"], out["nofeature_target"], out["region"], cfg),
+        eraser=fnaf_loss(out["eraser_output"], out["target"], out["region"], cfg),
+        lost=lost_fraction(out["output"], out["clean_output"], out["target"], out["clean"], out["region"]),
+    )
+
+
+def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output, images=None):
     """``per_image(forward outputs)`` of all B*K candidates, in chunks of at most
     ``cfg.max_images_per_call`` images (the same numbers either way), reshaped to (B, K)."""
     y, mask, metadata = _batch_arrays(batch)
@@ -270,8 +273,10 @@ def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output):
         return per_image(_forward_flat(recon_fn, y, mask, metadata, u_clean, cidx, ccand, cfg.radius,
                                        clean_output))
 
-    size = images_per_call(cfg, n)
-    if n <= size:
+    # inside a compiled program only an explicit cap (memory) or a Scorer's ``chunk`` splits
+    # the work: a lax.map loop can cost more than it saves (the i-RIM runs 8x slower in one)
+    size = images or cfg.max_images_per_call
+    if size is None or n <= size:
         out = chunk((idx, flat))
     else:
         # Pad to whole chunks with copies of the last image, map over chunks, drop the pad.
@@ -287,16 +292,34 @@ def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output):
     return tuple(a.reshape(b, k) for a in out)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
-def _score_model(graphdef, state, batch, candidates, cfg):
+def score_images(recon_fn: ReconFn, batch, idx, flat: features.Candidates, cfg: ObjectiveConfig) -> Scores:
+    """``Scores`` (n,) of n flat candidates, candidate i added to slice ``idx[i]`` of the
+    batch (which holds ``clean_output``): one chunk of a ``Scorer`` call."""
+    y, mask, metadata = _batch_arrays(batch)
+    y, mask = y[idx], mask[idx]
+    metadata = None if metadata is None else metadata[idx]
+    out = _forward_flat(recon_fn, y, mask, metadata, undersample(y, mask), jnp.arange(idx.shape[0]), flat,
+                        cfg.radius, jnp.asarray(batch["clean_output"], jnp.float32)[idx])
+    return _scores_of(out, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "chunk"))
+def _score_model(graphdef, state, batch, candidates, cfg, chunk):
     from flax import nnx
 
-    return score_controls(nnx.merge(graphdef, state).reconstruct, batch, candidates, cfg)
+    return score_controls(nnx.merge(graphdef, state).reconstruct, batch, candidates, cfg, chunk)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
+def _images_model(graphdef, state, batch, idx, flat, cfg):
+    from flax import nnx
+
+    return score_images(nnx.merge(graphdef, state).reconstruct, batch, idx, flat, cfg)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "cfg"))
-def _score_fn(fn, batch, candidates, cfg):
-    return score_controls(fn, batch, candidates, cfg)
+def _images_fn(fn, batch, idx, flat, cfg):
+    return score_images(fn, batch, idx, flat, cfg)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
@@ -346,16 +369,41 @@ def check_recon(model_or_fn, image_shape=(320, 320)) -> None:
 class Scorer:
     """``scorer(batch, candidates) -> Scores`` (B, K), jitted, for a model or a recon_fn.
 
+    The B*K model inputs go through the compiled scoring function in calls of
+    ``images_per_call`` images (the backend's fastest: on CPU a couple of 320x320 images,
+    on accelerators dozens), the last call padded, so one compilation serves every call.
+    Chunks are separate calls, except for model families that run as fast inside a
+    ``lax.map`` loop (``Family.attack_chunks == "loop"``: the U-Nets), which saves the
+    calls' overhead; XLA runs the i-RIM several times slower inside a loop. Under a device
+    mesh the whole batch is one call (each device already holds only its share).
+
     ``scorer.clean_output(batch)`` is the no-feature output of each slice; an attack that
     scores one batch several times (finite differences) puts it in the batch as
     ``clean_output`` once, so the control costs one model call per slice in all.
     """
 
-    def __init__(self, call, clean):
-        self._call, self._clean = call, clean
+    def __init__(self, images_fn, clean, cfg: ObjectiveConfig, whole: bool = False, looped=None):
+        self._images, self._clean, self.cfg, self._whole = images_fn, clean, cfg, whole
+        self._looped = looped  # (batch, candidates, chunk) -> Scores: chunks inside one call
 
     def __call__(self, batch, candidates) -> Scores:
-        return self._call(_device_batch(batch), candidates)
+        batch = _device_batch(batch)
+        if batch.get("clean_output") is None:
+            batch["clean_output"] = self._clean(batch)
+        b, k = candidates.location.shape[:2]
+        n = b * k
+        if self._looped is not None:
+            return self._looped(batch, candidates, n if self._whole else images_per_call(self.cfg, n))
+        idx = jnp.repeat(jnp.arange(b), k)
+        flat = _flat(candidates)
+        size = n if self._whole else images_per_call(self.cfg, n)
+        pad = -n % size
+        if pad:  # copies of the last input, dropped below
+            idx = jnp.concatenate([idx, jnp.repeat(idx[-1:], pad)])
+            flat = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), flat)
+        parts = [self._images(batch, idx[i:i + size], jax.tree.map(lambda a, i=i: a[i:i + size], flat))
+                 for i in range(0, n + pad, size)]
+        return Scores(*(jnp.concatenate(p)[:n].reshape(b, k) for p in zip(*parts, strict=True)))
 
     def clean_output(self, batch) -> jax.Array:
         return self._clean(_device_batch(batch))
@@ -377,12 +425,20 @@ def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None) -> Scorer
             from fnaf_jax import parallel
 
             state = parallel.replicate(state, mesh)
-        return Scorer(lambda batch, cand: _score_model(graphdef, state, batch, cand, cfg),
-                      lambda batch: _clean_model(graphdef, state, batch))
+        from fnaf_jax.models.families import family_of
+
+        fam = family_of(model_or_fn)
+        looped = None
+        if fam is not None and fam.attack_chunks == "loop":
+            def looped(batch, cand, chunk):
+                return _score_model(graphdef, state, batch, cand, cfg, chunk)
+        return Scorer(lambda batch, idx, cand: _images_model(graphdef, state, batch, idx, cand, cfg),
+                      lambda batch: _clean_model(graphdef, state, batch), cfg, whole=mesh is not None,
+                      looped=looped)
     if not callable(model_or_fn):
         raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn)}")
-    return Scorer(lambda batch, cand: _score_fn(model_or_fn, batch, cand, cfg),
-                  lambda batch: _clean_fn(model_or_fn, batch))
+    return Scorer(lambda batch, idx, cand: _images_fn(model_or_fn, batch, idx, cand, cfg),
+                  lambda batch: _clean_fn(model_or_fn, batch), cfg, whole=mesh is not None)
 
 
 def _device_batch(batch):

@@ -123,14 +123,18 @@ def test_model_runs_once_over_all_candidates_and_chunking_gives_same_numbers(pro
     assert calls == [(B, 32, 28), (B * K, 32, 28)]  # the no-feature control, then all candidates
     calls.clear()
     chunked = O.make_scorer(counting_recon, O.ObjectiveConfig(max_images_per_call=3))(batch, cand)
-    assert calls == [(B, 32, 28), (3, 32, 28)]  # traced once inside lax.map: 4 chunks of 3, 2 padded
+    # one compilation for 4 calls of 3 images (the last padded with 2); the no-feature
+    # program is the one compiled above
+    assert calls == [(3, 32, 28)]
     calls.clear()
     auto = O.ObjectiveConfig()  # the backend's rule (CPU here: IMAGES_PER_CALL["cpu"])
     rule = O.images_per_call(auto, B * K)
     assert rule == min(O.IMAGES_PER_CALL["cpu"], B * K) and rule < B * K  # the rule really chunks
     by_rule = O.make_scorer(counting_recon, auto)(batch, cand)
-    assert calls == [(B, 32, 28), (rule, 32, 28)]
-    for other in (chunked, by_rule):
+    assert calls == [(rule, 32, 28)]
+    # inside a compiled program (training) an explicit cap chunks with lax.map: same numbers
+    in_jit = jax.jit(lambda bt, c: O.score_controls(_blur_recon, bt, c, O.ObjectiveConfig(max_images_per_call=3)))
+    for other in (chunked, by_rule, in_jit(batch, cand)):
         for a, b in zip(whole, other, strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-12)
 
@@ -141,3 +145,22 @@ def test_bad_batch_names_the_missing_key(problem):
         O.score(_blur_recon, {"target_raw": batch["target_raw"]}, cand)
     with pytest.raises(DataError, match="target_raw"):
         O.score(_blur_recon, {"target_raw": batch["target_raw"], "mask": batch["mask"][:, :5]}, cand)
+
+
+def test_unet_chunks_in_a_loop_and_irim_in_calls_give_the_same_numbers(problem):
+    from flax import nnx
+
+    from fnaf_jax.models.families import family_of
+    from fnaf_jax.models.irim import IRIM
+    from fnaf_jax.models.unet import Unet
+
+    batch, cand = problem
+    unet = Unet(chans=2, num_pool_layers=1, rngs=nnx.Rngs(0))
+    irim = IRIM(n_steps=1, n_hidden=[12], n_network_hidden=[4], dilations=[1], multiplicity=1, rngs=nnx.Rngs(0))
+    assert family_of(unet).attack_chunks == "loop" and family_of(irim).attack_chunks == "calls"
+    for model in (unet, irim):
+        model.eval()
+        rule = O.make_scorer(model)(batch, cand)  # chunks of IMAGES_PER_CALL["cpu"]
+        whole = O.score_controls(model.reconstruct, batch, cand)  # no chunking at all
+        for a, b in zip(whole, rule, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-9)
