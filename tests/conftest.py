@@ -4,6 +4,9 @@ reference implementations, see tests/golden/README.md)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import venv
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -11,6 +14,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest
 
 GOLDEN = Path(__file__).parent / "golden"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +56,28 @@ def tiny_unet_checkpoint(tmp_path_factory) -> Path:
 
     config = {"arch": "unet", "chans": 2, "num_pool_layers": 1}
     return save_model(tmp_path_factory.mktemp("ckpt") / "tiny-unet", build_model(config), config)
+
+
+@pytest.fixture(scope="session")
+def installed_fnaf(tmp_path_factory):
+    """fnaf-jax installed non-editable in a fresh venv: (its bin folder, environment)."""
+    return install_fnaf(tmp_path_factory.mktemp("install"))
+
+
+def install_fnaf(tmp: Path) -> tuple[Path, dict]:
+    """(the venv's bin folder, the environment to run it in)."""
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "fnaf_jax", src / "fnaf_jax", ignore=shutil.ignore_patterns("__pycache__"))
+    env_dir = tmp / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["JAX_PLATFORMS"] = "cpu"
+    subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", str(src)],
+                   check=True, env=env, cwd=tmp)
+    shutil.rmtree(src)  # the installed package must not need its sources
+    return env_dir / "bin", env
+
+

@@ -65,7 +65,7 @@ def _params(checkpoint: Path):
 def test_two_processes_train_and_attack_like_one(tmp_path):
     data = tmp_path / "data"
     _fnaf(["synth", "--out", data, "--volumes", "2", "--slices", "4", "--width", "336", "--no-progress"], 1, tmp_path)
-    train = ["train", "--data", data, "--chans", "2", "--num-pools", "1", "--epochs", "2", "--batch-size", "4",
+    train = ["train", "--data", data, "--chans", "2", "--num-pools", "1", "--epochs", "1", "--batch-size", "4",
              "--crop", "64", "--limit-val", "4", "--checkpoint-every", "1", "--no-progress"]
     _fnaf([*train, "--workdir", "one"], 1, tmp_path)
     joined = _fnaf([*train, "--workdir", "two"], 2, tmp_path)
@@ -76,7 +76,7 @@ def test_two_processes_train_and_attack_like_one(tmp_path):
     def logged(run):
         return [(m["kind"], m["step"]) for m in map(json.loads, (tmp_path / run / "metrics.jsonl").open())]
 
-    assert logged("two") == logged("one") and len(logged("one")) >= 4  # one writer: no duplicated lines
+    assert logged("two") == logged("one") and len(logged("one")) >= 2  # one writer: no duplicated lines
 
     attack = ["attack", "--checkpoint", tmp_path / "one" / "best", "--data", data, "--k", "3",
               "--batch-size", "4", "--no-progress"]

@@ -115,12 +115,23 @@ def test_typed_preset_names_the_bad_key(tmp_path, section, key, value, message):
 
 # ----------------------------------------------------------------------------- the study
 @pytest.fixture(scope="module")
-def mini_study(tmp_path_factory):
+def mini_study(tmp_path_factory, installed_fnaf):
+    """The mini study, run by a non-editable install of the package (``fnaf`` of a fresh
+    venv, sources gone): presets and everything else ship inside the package."""
+    import subprocess
+
+    bin_dir, env = installed_fnaf
     out = tmp_path_factory.mktemp("mini") / "study"
-    assert cli.main(["reproduce", "--preset", "mini", "--out", str(out)]) == 0
+    run = subprocess.run([bin_dir / "fnaf", "reproduce", "--preset", "mini", "--out", str(out)], env=env,
+                         cwd=out.parent, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
     return out
 
 
+# one worker runs every test of the study (pytest-xdist --dist loadgroup, setup.cfg): the
+# module fixture then runs once
+@pytest.mark.slow
+@pytest.mark.xdist_group("mini_study")
 def test_mini_study_writes_every_artefact(mini_study):
     out = mini_study
     preset = load_preset("mini")
@@ -175,6 +186,8 @@ def test_mini_study_writes_every_artefact(mini_study):
         assert str(png.relative_to(out)) in md
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("mini_study")
 def test_mini_study_second_run_skips_every_stage(mini_study, capsys):
     out = mini_study
     markers = sorted((out / ".stages").glob("*.done"))
