@@ -128,7 +128,7 @@ def mini_study(tmp_path_factory, installed_fnaf):
     return out
 
 
-# one worker runs every test of the study (pytest-xdist --dist loadgroup, setup.cfg): the
+# one worker runs every test of the study (pytest-xdist --dist loadgroup, as README runs it): the
 # module fixture then runs once
 @pytest.mark.slow
 @pytest.mark.xdist_group("mini_study")
