@@ -76,12 +76,13 @@ def test_eta_follows_the_current_load_and_each_kinds_own_pace():
     assert eta_seconds([b, attack], []) is None  # nothing measured yet
     # a ran at twice its prior: everything left is expected twice as slow
     assert eta_seconds([b, attack, report], [(a, 40.0)]) == pytest.approx(2 * (0.2 * 50 + 0.05 * 400 + 8))
-    # attacks ran 3x slower than trainings relative to their priors: their own factor stays
-    # (kind factor 1.5 = 3 / overall 2); the current load is the recent stages' pace
+    # attacks ran 3x slower than trainings relative to their priors: each kind keeps its own
+    # factor against the overall pace (35 s for 25 s of priors); the current load is the
+    # pace of the latest stages covering RECENT_SHARE of the time (here the attack alone)
     done_attack = _stage("d", "attack", 0.05, 100)  # prior 5 s, took 15 s
-    measured = [(a, 20.0), (done_attack, 15.0)]  # ratios 1 (train) and 3 (attack); overall 35/25
-    overall = 35.0 / 25.0
-    expected = 0.05 * 400 * overall * (3.0 / overall) + 0.2 * 50 * overall * (1.0 / overall)
+    measured = [(a, 20.0), (done_attack, 15.0)]  # ratios 1 (train) and 3 (attack)
+    overall, load = 35.0 / 25.0, 3.0
+    expected = 0.05 * 400 * load * (3.0 / overall) + 0.2 * 50 * load * (1.0 / overall)
     assert eta_seconds([attack, b], measured) == pytest.approx(expected)
     # the machine got quieter: the last RECENT stages ran at their priors, the ETA follows
     quiet = [(a, 80.0), *[(_stage(f"t{i}", "train", 0.2, 100), 20.0) for i in range(3)]]

@@ -42,16 +42,17 @@ class Stage:
     work: float = 1.0                  # units of work (slices x epochs, model calls ...)
 
 
-RECENT = 3  # stages whose pace sets the current load factor
+RECENT_SHARE = 0.3  # the latest stages covering this share of the measured time set the load
 
 
 def eta_seconds(remaining: list[Stage], measured: list[tuple[Stage, float]]) -> float | None:
     """Seconds the ``remaining`` stages should take, from the ``measured`` (stage, seconds)
     of this study, in order. Each stage's prior (``weight * work``: seconds on the reference
-    machine) is scaled by the current load factor (actual / prior over the last ``RECENT``
-    stages, so a machine that gets busier or quieter is followed) and by its kind's own
-    factor (how much slower or faster than the average that kind ran so far: the priors'
-    error for this model size). None before anything is measured."""
+    machine) is scaled by the current load factor (actual / prior over the latest stages
+    that cover ``RECENT_SHARE`` of the measured time, so a machine that gets busier or
+    quieter is followed, and a few short stages dominated by compilation do not swing it)
+    and by its kind's own factor (how much slower or faster than the average that kind
+    ran so far: the priors' error for this model size). None before anything is measured."""
     timed = [(s, sec) for s, sec in measured if s.weight * s.work > 0]
     if not timed:
         return None
@@ -60,7 +61,13 @@ def eta_seconds(remaining: list[Stage], measured: list[tuple[Stage, float]]) -> 
         prior = sum(s.weight * s.work for s, _ in pairs)
         return sum(sec for _, sec in pairs) / prior
 
-    overall, load = ratio(timed), ratio(timed[-RECENT:])
+    total, recent, covered = sum(sec for _, sec in timed), [], 0.0
+    for pair in reversed(timed):
+        recent.append(pair)
+        covered += pair[1]
+        if covered >= RECENT_SHARE * total:
+            break
+    overall, load = ratio(timed), ratio(recent)
     kind_factor = {kind: ratio([p for p in timed if p[0].kind == kind]) / overall
                    for kind in {s.kind for s, _ in timed if s.kind}}
     return sum(s.weight * s.work * load * kind_factor.get(s.kind, 1.0) for s in remaining)
