@@ -38,6 +38,7 @@ from fnaf_jax.attacks.records import (
     read_records,
     run_settings,
 )
+from fnaf_jax.data.header import metadata_or_zeros
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.features import pinned_prng
 from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
@@ -79,8 +80,7 @@ def make_batch(items: list[dict], spec: MaskSpec, image_shape) -> dict:
             raise DataError(f"{where}: ground truth is {y.shape}, the attack expects {tuple(image_shape)}")
         ys.append(y)
         masks.append(file_mask(spec, item["fname"], y.shape[-1]))
-        meta = item.get("metadata")
-        metas.append(np.zeros(8, np.float32) if meta is None else np.asarray(meta, np.float32))
+        metas.append(metadata_or_zeros(item.get("metadata")))
     return {
         "target_raw": np.stack(ys),
         "mask": np.stack(masks),
