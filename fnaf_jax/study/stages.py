@@ -20,6 +20,7 @@ Folder layout under ``--out DIR``::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,17 @@ class Layout:
     train_split: str
     val_split: str
     synthetic: bool = False  # the study makes its own data (a data stage runs first)
+
+    @functools.cached_property
+    def val_scan_slices(self) -> int | None:
+        """Slices in the validation folder of ``--data`` (one header scan per study, for the
+        ETA's units of work); None when it cannot be read now (the stages will say why)."""
+        from fnaf_jax.data.fastmri import SliceDataset
+
+        try:
+            return len(SliceDataset(self.val_dir, transform="raw", skip_bad=True))
+        except (OSError, FnafError):
+            return None
 
     @property
     def train_dir(self) -> Path:
@@ -118,13 +130,8 @@ def val_slices(layout: Layout, preset: StudyPreset) -> int:
     d = preset.data
     if layout.synthetic:
         n = d.val_volumes * (d.val_slices or d.slices)
-    else:
-        try:
-            from fnaf_jax.data.fastmri import SliceDataset
-
-            n = len(SliceDataset(layout.val_dir, transform="raw", skip_bad=True))
-        except (OSError, FnafError):  # unreadable now: the stages will say why; the ETA only guesses
-            n = 1000
+    else:  # unreadable now: the ETA only guesses
+        n = layout.val_scan_slices if layout.val_scan_slices is not None else 1000
     return min(n, preset.attack.limit) if preset.attack.limit else n
 
 
