@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -258,9 +257,17 @@ def _scores_of(out: dict, cfg: ObjectiveConfig) -> Scores:
     )
 
 
+def _pad_to_chunks(a, size: int):
+    """``a`` padded on axis 0 with copies of its last entry to a whole number of ``size``
+    chunks (the copies are scored and dropped: every chunk has one shape, one compilation)."""
+    pad = -a.shape[0] % size
+    return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+
 def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output, images=None):
-    """``per_image(forward outputs)`` of all B*K candidates, in chunks of at most
-    ``cfg.max_images_per_call`` images (the same numbers either way), reshaped to (B, K)."""
+    """``per_image(forward outputs)`` of all B*K candidates, in chunks of at most ``images``
+    (or ``cfg.max_images_per_call``) images inside the program (the same numbers either
+    way), reshaped to (B, K)."""
     y, mask, metadata = _batch_arrays(batch)
     b, k = candidates.location.shape[:2]
     n = b * k
@@ -279,13 +286,10 @@ def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output, im
     if size is None or n <= size:
         out = chunk((idx, flat))
     else:
-        # Pad to whole chunks with copies of the last image, map over chunks, drop the pad.
-        n_chunks = math.ceil(n / size)
-        pad = n_chunks * size - n
-
+        # Pad to whole chunks, map over chunks, drop the pad.
         def split(a):
-            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
-            return a.reshape(n_chunks, size, *a.shape[1:])
+            a = _pad_to_chunks(a, size)
+            return a.reshape(-1, size, *a.shape[1:])
 
         out = jax.lax.map(chunk, (split(idx), jax.tree.map(split, flat)))
         out = jax.tree.map(lambda a: a.reshape(-1)[:n], out)
@@ -294,12 +298,11 @@ def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output, im
 
 def score_images(recon_fn: ReconFn, batch, idx, flat: features.Candidates, cfg: ObjectiveConfig) -> Scores:
     """``Scores`` (n,) of n flat candidates, candidate i added to slice ``idx[i]`` of the
-    batch (which holds ``clean_output``): one chunk of a ``Scorer`` call."""
+    batch, which holds ``clean_output`` and ``u_clean`` (``U(y)`` of each slice, computed
+    once per batch: linearity): one chunk of a ``Scorer`` call."""
     y, mask, metadata = _batch_arrays(batch)
-    y, mask = y[idx], mask[idx]
-    metadata = None if metadata is None else metadata[idx]
-    out = _forward_flat(recon_fn, y, mask, metadata, undersample(y, mask), jnp.arange(idx.shape[0]), flat,
-                        cfg.radius, jnp.asarray(batch["clean_output"], jnp.float32)[idx])
+    out = _forward_flat(recon_fn, y, mask, metadata, batch["u_clean"], idx, flat, cfg.radius,
+                        jnp.asarray(batch["clean_output"], jnp.float32))
     return _scores_of(out, cfg)
 
 
@@ -320,6 +323,12 @@ def _images_model(graphdef, state, batch, idx, flat, cfg):
 @functools.partial(jax.jit, static_argnames=("fn", "cfg"))
 def _images_fn(fn, batch, idx, flat, cfg):
     return score_images(fn, batch, idx, flat, cfg)
+
+
+@jax.jit
+def _undersample_batch(batch):
+    y, mask, _ = _batch_arrays(batch)
+    return undersample(y, mask)
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
@@ -392,17 +401,14 @@ class Scorer:
             batch["clean_output"] = self._clean(batch)
         b, k = candidates.location.shape[:2]
         n = b * k
-        if self._looped is not None:
-            return self._looped(batch, candidates, n if self._whole else images_per_call(self.cfg, n))
-        idx = jnp.repeat(jnp.arange(b), k)
-        flat = _flat(candidates)
         size = n if self._whole else images_per_call(self.cfg, n)
-        pad = -n % size
-        if pad:  # copies of the last input, dropped below
-            idx = jnp.concatenate([idx, jnp.repeat(idx[-1:], pad)])
-            flat = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), flat)
+        if self._looped is not None:
+            return self._looped(batch, candidates, size)
+        batch["u_clean"] = _undersample_batch(batch)  # once per slice, not per chunk
+        idx = _pad_to_chunks(jnp.repeat(jnp.arange(b), k), size)
+        flat = jax.tree.map(lambda a: _pad_to_chunks(a, size), _flat(candidates))
         parts = [self._images(batch, idx[i:i + size], jax.tree.map(lambda a, i=i: a[i:i + size], flat))
-                 for i in range(0, n + pad, size)]
+                 for i in range(0, idx.shape[0], size)]
         return Scores(*(jnp.concatenate(p)[:n].reshape(b, k) for p in zip(*parts, strict=True)))
 
     def clean_output(self, batch) -> jax.Array:
