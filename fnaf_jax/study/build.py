@@ -11,7 +11,7 @@ from pathlib import Path
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.fileio import write_text
 from fnaf_jax.study import stages as st
-from fnaf_jax.study.pipeline import MARKER_DIR, Pipeline, Stage
+from fnaf_jax.study.pipeline import Pipeline, Stage, stage_timings
 from fnaf_jax.study.presets import StudyPreset
 
 
@@ -23,17 +23,6 @@ def make_layout(out: Path, preset: StudyPreset, data: Path | None) -> st.Layout:
         return st.Layout(out, out / "data", "singlecoil_train", "singlecoil_val", synthetic=True)
     root, train, val = st.find_data_root(Path(data), preset)
     return st.Layout(out, root.absolute(), train, val)
-
-
-def stage_timings(out: Path) -> dict[str, float]:
-    """{stage: seconds} from the done-markers of a study folder."""
-    timings = {}
-    for marker in sorted((out / MARKER_DIR).glob("*.done")):
-        try:
-            timings[marker.stem] = float(json.loads(marker.read_text()).get("seconds", 0.0))
-        except (OSError, ValueError):
-            continue
-    return timings
 
 
 def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str]) -> Stage:

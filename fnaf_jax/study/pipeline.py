@@ -73,6 +73,20 @@ def eta_seconds(remaining: list[Stage], measured: list[tuple[Stage, float]]) -> 
     return sum(s.weight * s.work * load * kind_factor.get(s.kind, 1.0) for s in remaining)
 
 
+def marker_seconds(marker: Path) -> float | None:
+    """The ``seconds`` a done-marker records; None when it cannot be read."""
+    try:
+        return float(json.loads(marker.read_text())["seconds"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def stage_timings(out_dir) -> dict[str, float]:
+    """{stage: seconds} from the done-markers of a study folder."""
+    found = {m.stem: marker_seconds(m) for m in sorted((Path(out_dir) / MARKER_DIR).glob("*.done"))}
+    return {name: sec for name, sec in found.items() if sec is not None}
+
+
 def config_hash(obj) -> str:
     """Stable short hash of a JSON-able object."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -131,14 +145,7 @@ class Pipeline:
 
     def seconds(self, stage: Stage) -> float | None:
         """How long a done stage took (from its marker)."""
-        try:
-            return float(json.loads(self.marker(stage.name).read_text())["seconds"])
-        except (OSError, KeyError, ValueError, TypeError):
-            return None
-
-    def timings(self) -> dict[str, float]:
-        """{stage: seconds} of every done stage."""
-        return {s.name: sec for s in self.stages if self.is_done(s) and (sec := self.seconds(s)) is not None}
+        return marker_seconds(self.marker(stage.name))
 
     def _prepare(self, stage: Stage) -> None:
         """Clear outputs made under another key; record the key this attempt runs under."""
