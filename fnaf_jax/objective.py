@@ -146,6 +146,13 @@ def forward(recon_fn: ReconFn, batch, candidates: features.Candidates, radius: f
 def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius, clean_output=None):
     shape = y.shape[-2:]
     d = features.rasterize(cand, shape)[:, 0]  # (n, H, W)
+    reg = features.region(cand, shape, radius)[:, 0]
+    return forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output)
+
+
+def forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output=None):
+    """``_forward_flat`` for feature images ``d`` (n, H, W) added to slices ``idx`` of ``y``
+    with loss regions ``reg`` (n, H, W): differentiable in ``d`` (gradient attacks)."""
     m = mask[idx]
     u = u_clean[idx] + undersample(d, m)  # linearity: U(y) once per slice
     x = jnp.abs(u)
@@ -154,7 +161,7 @@ def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius, clean
     out_shape = output.shape[-2:]
     clean = center_crop(y[idx], out_shape)
     target = center_crop(y[idx] + d, out_shape)
-    reg = center_crop(features.region(cand, shape, radius)[:, 0], out_shape)
+    reg = center_crop(reg, out_shape)
     x_clean = jnp.abs(u_clean[idx])
     mean0, std0 = instance_stats(x_clean)  # of the input without the feature: IP and no-feature control
     out = {
@@ -242,11 +249,11 @@ def score_controls(recon_fn: ReconFn, batch, candidates: features.Candidates,
     if clean is None:
         clean = clean_outputs(recon_fn, batch)
 
-    return Scores(*_score_chunked(recon_fn, batch, candidates, cfg, lambda out: _scores_of(out, cfg),
+    return Scores(*_score_chunked(recon_fn, batch, candidates, cfg, lambda out: scores_of(out, cfg),
                                   jnp.asarray(clean, jnp.float32), chunk))
 
 
-def _scores_of(out: dict, cfg: ObjectiveConfig) -> Scores:
+def scores_of(out: dict, cfg: ObjectiveConfig) -> Scores:
     """Eq. 5, IP and the controls of forward outputs (``_forward_flat`` with a clean output)."""
     return Scores(
         loss=fnaf_loss(out["output"], out["target"], out["region"], cfg),
@@ -303,7 +310,7 @@ def score_images(recon_fn: ReconFn, batch, idx, flat: features.Candidates, cfg: 
     y, mask, metadata = _batch_arrays(batch)
     out = _forward_flat(recon_fn, y, mask, metadata, batch["u_clean"], idx, flat, cfg.radius,
                         jnp.asarray(batch["clean_output"], jnp.float32))
-    return _scores_of(out, cfg)
+    return scores_of(out, cfg)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "chunk"))
@@ -391,8 +398,9 @@ class Scorer:
     ``clean_output`` once, so the control costs one model call per slice in all.
     """
 
-    def __init__(self, images_fn, clean, cfg: ObjectiveConfig, whole: bool = False, looped=None):
-        self._images, self._clean, self.cfg, self._whole = images_fn, clean, cfg, whole
+    def __init__(self, images_fn, clean, cfg: ObjectiveConfig, whole: bool = False, looped=None, source=None):
+        self._images, self._clean, self.cfg, self.whole = images_fn, clean, cfg, whole
+        self.source = source  # the model or recon_fn scored (gradient attacks differentiate it)
         self._looped = looped  # (batch, candidates, chunk) -> Scores: chunks inside one call
 
     def __call__(self, batch, candidates) -> Scores:
@@ -401,7 +409,7 @@ class Scorer:
             batch["clean_output"] = self._clean(batch)
         b, k = candidates.location.shape[:2]
         n = b * k
-        size = n if self._whole else images_per_call(self.cfg, n)
+        size = n if self.whole else images_per_call(self.cfg, n)
         if self._looped is not None:
             return self._looped(batch, candidates, size)
         batch["u_clean"] = _undersample_batch(batch)  # once per slice, not per chunk
@@ -440,11 +448,12 @@ def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None) -> Scorer
                 return _score_model(graphdef, state, batch, cand, cfg, chunk)
         return Scorer(lambda batch, idx, cand: _images_model(graphdef, state, batch, idx, cand, cfg),
                       lambda batch: _clean_model(graphdef, state, batch), cfg, whole=mesh is not None,
-                      looped=looped)
+                      looped=looped, source=model_or_fn)
     if not callable(model_or_fn):
         raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn)}")
     return Scorer(lambda batch, idx, cand: _images_fn(model_or_fn, batch, idx, cand, cfg),
-                  lambda batch: _clean_fn(model_or_fn, batch), cfg, whole=mesh is not None)
+                  lambda batch: _clean_fn(model_or_fn, batch), cfg, whole=mesh is not None,
+                  source=model_or_fn)
 
 
 def _device_batch(batch):

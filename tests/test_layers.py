@@ -13,7 +13,7 @@ LAYERS = (
     ("__init__", "errors", "fileio", "normalize", "physics", "stats", "published"),
     ("masks", "metrics", "features", "data"),
     ("models",),
-    ("objective", "parallel", "attacks"),
+    ("objective", "gradients", "parallel", "attacks"),
     ("train",),
     ("evaluation", "abnormalities", "inference", "tabulation", "figures", "report"),
     ("study",),

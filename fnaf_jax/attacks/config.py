@@ -24,6 +24,11 @@ class AttackConfig:
     fd_iterations: int = 2  # finite differences: 1 + iterations * 5 forward passes
     fd_step: float = 10.0  # h: probes at p +- h/2
     fd_lr: float = 1e5  # paper; the released code used 1e7
+    pgd_starts: int = 1  # gradient attack: starting features per sample
+    pgd_steps: int = 3  # gradient steps per start (one forward and one backward pass each)
+    pgd_sigma: float = 8.0  # px: smoothing of the first step's feature, annealed to 0
+    pgd_step: float = 8.0  # px: first location step, annealed like sigma
+    pgd_value_step: float = 0.5  # first intensity step, a fraction of the slice's range
     features: FeatureConfig = DEFAULT_FEATURES
     objective: ObjectiveConfig = ATTACK
 
@@ -33,6 +38,26 @@ class AttackConfig:
         if self.fd_iterations < 0 or self.fd_step <= 0:
             raise ConfigError(f"finite differences need iterations >= 0 and step > 0, got "
                               f"{self.fd_iterations}, {self.fd_step}")
+        if self.pgd_starts < 1 or self.pgd_steps < 0 or min(self.pgd_sigma, self.pgd_step,
+                                                            self.pgd_value_step) < 0:
+            raise ConfigError(f"the gradient attack needs starts >= 1, steps >= 0 and sigma, step, "
+                              f"value step >= 0, got {self.pgd_starts}, {self.pgd_steps}, "
+                              f"{self.pgd_sigma}, {self.pgd_step}, {self.pgd_value_step}")
+
+
+def passes(method: str, cfg: AttackConfig) -> dict:
+    """Model passes an attack spends per sample, beside the one no-feature pass every
+    method shares: RS ``k`` forwards, FD ``1 + 5 * iterations``, the gradient attack one
+    forward and one backward per step and start plus a final forward per start. A
+    backward pass costs about two forwards (benchmarks/gradient_attack.py measures it),
+    so budgets compare as ``forward + ratio * backward``."""
+    if method == "rs":
+        return {"forward": cfg.k, "backward": 0}
+    if method == "fd":
+        return {"forward": 1 + 5 * cfg.fd_iterations, "backward": 0}
+    if method == "pgd":
+        return {"forward": cfg.pgd_starts * (cfg.pgd_steps + 1), "backward": cfg.pgd_starts * cfg.pgd_steps}
+    raise ConfigError(f"attack method {method!r} unknown")
 
 
 DEFAULT_ATTACK = AttackConfig()

@@ -1,10 +1,11 @@
 """The attack results file: its record schema, reading, appending and resume checks.
 
 One JSON line per attacked slice (``attack_record``): ``file``, ``slice``, ``method``
-("rs" | "fd"), ``acceleration``, ``center_fraction``, ``mask_type``, ``mask_seed`` (the
+("rs" | "fd" | "pgd"), ``acceleration``, ``center_fraction``, ``mask_type``, ``mask_seed`` (the
 file name that seeds the column mask, fastMRI's validation convention), ``worst_loss``,
 ``hit``, ``ip``, ``accepted``, ``num_accepted``/``num_scored`` (candidates with IP >=
-threshold / scored), ``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...],
+threshold / scored), ``passes`` {``forward``, ``backward``} (model passes
+spent on the slice beside the no-feature one), ``location`` [row, col], ``feature`` {``pixels`` [[row, col], ...],
 ``values``}, the controls of the chosen feature (``nofeature_loss``, ``eraser_loss``,
 ``lost_fraction``), ``scored`` (per-candidate lists ``loss``, ``ip``, ``nofeature``,
 ``eraser``, ``lost`` in scoring order, from which the tables derive the control and
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnaf_jax.attacks.config import AttackConfig, AttackResult
+from fnaf_jax.attacks.config import AttackConfig, AttackResult, passes
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.features import Candidates
 from fnaf_jax.masks import MaskSpec
@@ -48,6 +49,7 @@ def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spe
         "accepted": bool(result.accepted[i]),
         "num_accepted": int(result.num_accepted[i]),
         "num_scored": int(result.losses.shape[1]),
+        "passes": passes(method, cfg),
         "location": [int(v) for v in cand.location],
         "feature": {"pixels": pixels.astype(int).tolist(), "values": [float(v) for v in cand.values]},
         "nofeature_loss": _num(result.nofeature[i, chosen]),
@@ -139,6 +141,8 @@ def run_settings(method: str, spec: MaskSpec, cfg: AttackConfig, *, model: str, 
             "acceleration": spec.acceleration,
             "center_fraction": spec.fraction(), "mask_type": spec.mask_type, "k": cfg.k,
             "fd_iterations": cfg.fd_iterations, "fd_step": cfg.fd_step, "fd_lr": cfg.fd_lr,
+            **({"pgd": {"starts": cfg.pgd_starts, "steps": cfg.pgd_steps, "sigma": cfg.pgd_sigma,
+                        "step": cfg.pgd_step, "value_step": cfg.pgd_value_step}} if method == "pgd" else {}),
             "features": {"num_pixels": f.num_pixels, "shape": f.shape, "box_size": f.box_size,
                          "intensity": f.intensity, "constant_value": f.constant_value},
             "reduction": o.reduction, "radius": o.radius, "seed": seed, "gamma": cfg.gamma,

@@ -29,6 +29,7 @@ from fnaf_jax.attacks.config import (
     summarize,
 )
 from fnaf_jax.attacks.finite_diff import finite_diff
+from fnaf_jax.attacks.pgd import pgd
 from fnaf_jax.attacks.random_search import random_search
 from fnaf_jax.attacks.records import (
     attack_record,
@@ -45,7 +46,7 @@ from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
 from fnaf_jax.masks import DEFAULT_MASK, MaskSpec, file_mask
 from fnaf_jax.objective import check_recon, make_scorer
 
-METHODS = {"rs": random_search, "fd": finite_diff}
+METHODS = {"rs": random_search, "fd": finite_diff, "pgd": pgd}
 
 
 def model_name_for(checkpoint) -> str:

@@ -1,4 +1,4 @@
-"""``fnaf attack``: FNAF random search or finite differences over a data folder.
+"""``fnaf attack``: FNAF random search, finite differences or the gradient attack over a data folder.
 
 Flags are generated from ``AttackJob``, ``AttackConfig``, ``FeatureConfig`` and
 ``ObjectiveConfig`` (``fnaf_jax.commands.flags``), so their defaults live in the configs.
@@ -33,6 +33,11 @@ HELP = {
     "fd_iterations": "finite differences: iterations",
     "fd_step": "finite differences: h (probes at p +- h/2)",
     "fd_lr": "finite differences: learning rate",
+    "pgd_starts": "gradient attack: starting features per slice",
+    "pgd_steps": "gradient attack: steps per start (a forward and a backward pass each)",
+    "pgd_sigma": "gradient attack: blur (px) of the first step's feature, annealed to 0",
+    "pgd_step": "gradient attack: first location step (px), annealed to 0",
+    "pgd_value_step": "gradient attack: first intensity step, a fraction of the slice's range",
     "num_pixels": "feature size P",
     "shape": "feature shapes: random aggregation (paper) or the released random walk",
     "box_size": "central box side the features lie in",
@@ -54,7 +59,7 @@ def register(subparsers) -> None:
         "attack",
         help="search for the small features a model loses (FNAF); one JSON line per slice",
         description="Attack every slice of a fastMRI single-coil folder with random search "
-        "(rs) or finite-difference location ascent (fd). Masks are seeded by the file name. "
+        "(rs), finite-difference location ascent (fd) or gradient ascent through the model (pgd). Masks are seeded by the file name. "
         "Resumable: slices already in --out are skipped.",
     )
     source = p.add_mutually_exclusive_group(required=True)
@@ -63,7 +68,7 @@ def register(subparsers) -> None:
                         help="attack a network-free reconstruction instead: zero-filled = the "
                         "under-sampled input itself (a control row)")
     add_fields(p, AttackJob, HELP, only=_JOB, required=("data", "out"),
-               choices={"method": ("rs", "fd"), "role": ("unet", "robust", "irim")})
+               choices={"method": ("rs", "fd", "pgd"), "role": ("unet", "robust", "irim")})
     add_mask_arguments(p)
     add_fields(p, AttackConfig, HELP, skip=("features", "objective"))
     add_fields(p, FeatureConfig, HELP, only=("num_pixels", "shape", "box_size"),

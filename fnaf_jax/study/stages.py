@@ -276,11 +276,14 @@ def attack_jobs(layout: Layout, preset: StudyPreset, model: str) -> list:
 
 
 def model_calls(job, slices: int) -> int:
-    """Candidates scored by one attack job: K per slice for RS, 1 + 5 per FD iteration, 1 to transfer."""
+    """Model passes of one attack job (``attacks.config.passes``, a backward counted as two
+    forwards), 1 per slice to transfer."""
+    from fnaf_jax.attacks.config import passes
+
     if job.transfer_from is not None:
         return slices
-    cfg = job.attack
-    return slices * (cfg.k if job.method == "rs" else 1 + 5 * cfg.fd_iterations)
+    spent = passes(job.method, job.attack)
+    return slices * (spent["forward"] + 2 * spent["backward"])
 
 
 def _attack_stage(name: str, jobs: list, after: list[str], kind: str, slices: int) -> Stage:
