@@ -172,6 +172,8 @@ def forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_outp
         "ip": information_preservation(x, x_clean, (mean0, std0)),
         "mean": mean[..., 0, 0],
         "std": std[..., 0, 0],
+        "raw_output": output,  # in the units of |u| (NMSE against the ground truth)
+        "raw_target": target,
     }
     if clean_output is not None:
         o0 = clean_output[idx]  # the model's output for the slice without the feature

@@ -13,6 +13,8 @@ from fnaf_jax.errors import ConfigError
 from fnaf_jax.features import DEFAULT_FEATURES, Candidates, FeatureConfig
 from fnaf_jax.objective import ATTACK, ObjectiveConfig, Scores
 
+KSPACE_TARGETS = ("image", "feature")
+
 
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
@@ -29,6 +31,11 @@ class AttackConfig:
     pgd_sigma: float = 8.0  # px: smoothing of the first step's feature, annealed to 0
     pgd_step: float = 8.0  # px: first location step, annealed like sigma
     pgd_value_step: float = 0.5  # first intensity step, a fraction of the slice's range
+    eps: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.05)  # k-space attacks: ||e|| / ||y_k||
+    kspace_steps: int = 10  # k-space attacks: projected gradient steps per eps
+    kspace_step: float = 0.5  # k-space attacks: step length, a fraction of the ball's radius
+    kspace_target: str = "feature"  # kspace-pgd maximises the "image" error or a "feature"'s region loss
+    shown_threshold: float = 0.5  # hallucination hit: at least this share of the feature appears
     features: FeatureConfig = DEFAULT_FEATURES
     objective: ObjectiveConfig = ATTACK
 
@@ -38,6 +45,11 @@ class AttackConfig:
         if self.fd_iterations < 0 or self.fd_step <= 0:
             raise ConfigError(f"finite differences need iterations >= 0 and step > 0, got "
                               f"{self.fd_iterations}, {self.fd_step}")
+        if self.kspace_target not in KSPACE_TARGETS:
+            raise ConfigError(f"kspace target {self.kspace_target!r} unknown; expected one of {KSPACE_TARGETS}")
+        if not self.eps or min(self.eps) <= 0 or self.kspace_steps < 1 or self.kspace_step <= 0:
+            raise ConfigError(f"k-space attacks need eps > 0 (at least one), steps >= 1 and a step > 0, got "
+                              f"{self.eps}, {self.kspace_steps}, {self.kspace_step}")
         if self.pgd_starts < 1 or self.pgd_steps < 0 or min(self.pgd_sigma, self.pgd_step,
                                                             self.pgd_value_step) < 0:
             raise ConfigError(f"the gradient attack needs starts >= 1, steps >= 0 and sigma, step, "
@@ -57,6 +69,9 @@ def passes(method: str, cfg: AttackConfig) -> dict:
         return {"forward": 1 + 5 * cfg.fd_iterations, "backward": 0}
     if method == "pgd":
         return {"forward": cfg.pgd_starts * (cfg.pgd_steps + 1), "backward": cfg.pgd_starts * cfg.pgd_steps}
+    if method in ("kspace-pgd", "hallucinate"):  # per eps: the steps and one final forward
+        n = len(cfg.eps)
+        return {"forward": n * (cfg.kspace_steps + 1), "backward": n * cfg.kspace_steps}
     raise ConfigError(f"attack method {method!r} unknown")
 
 

@@ -64,6 +64,48 @@ def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spe
     }
 
 
+def kspace_record(result, i: int, batch: dict, *, method: str, spec: MaskSpec, cfg: AttackConfig,
+                  extra: dict) -> dict:
+    """The JSON record of slice ``i`` of a k-space attack (``attacks.kspace``): the common
+    keys, then per-eps lists ``eps``, ``objective``, ``nmse``, ``loss``, ``lost`` or ``shown``,
+    ``ratio`` (||e|| / ||y_k|| reached), ``hit`` (Eq. 5 loss > gamma for the feature target,
+    shown >= threshold for hallucinations, null for the image target) and the eps = 0 values
+    in ``clean`` {objective, nmse, loss, lost or shown}."""
+    cand = jax.tree.map(lambda a: np.asarray(a[i, 0]), result.candidate)
+    halluc = method == "hallucinate"
+    other = "shown" if halluc else "lost"
+    per = {name: [_num(v) for v in np.asarray(getattr(result, name)[i])]
+           for name in ("objective", "nmse", "loss", other, "ratio")}
+    if halluc:
+        hit = [v is not None and v >= cfg.shown_threshold for v in per["shown"]]
+    elif cfg.kspace_target == "feature":
+        hit = [v is not None and v > cfg.gamma for v in per["loss"]]
+    else:
+        hit = None
+    clean = dict(zip(("objective", "nmse", "loss", other), (_num(v) for v in np.asarray(result.clean[i])), strict=True))
+    return {
+        "file": batch["fname"][i],
+        "slice": batch["slice_num"][i],
+        "method": method,
+        "target": "feature" if halluc else cfg.kspace_target,
+        "acceleration": spec.acceleration,
+        "center_fraction": spec.fraction(),
+        "mask_type": spec.mask_type,
+        "mask_seed": batch["fname"][i],
+        "eps": [float(v) for v in cfg.eps],
+        **per,
+        "hit": hit,
+        "clean": clean,
+        "location": [int(v) for v in cand.location],
+        "feature": {"pixels": (cand.offsets + cand.location).astype(int).tolist(),
+                    "values": [float(v) for v in cand.values]},
+        "passes": passes(method, cfg),
+        "gamma": cfg.gamma,
+        "shown_threshold": cfg.shown_threshold,
+        **extra,
+    }
+
+
 #: per-candidate lists in a record's ``scored``, in scoring order (RS: draw order)
 SCORED_FIELDS = (("loss", "losses"), ("ip", "ips"), ("nofeature", "nofeature"),
                  ("eraser", "eraser"), ("lost", "lost"))
@@ -141,6 +183,9 @@ def run_settings(method: str, spec: MaskSpec, cfg: AttackConfig, *, model: str, 
             "acceleration": spec.acceleration,
             "center_fraction": spec.fraction(), "mask_type": spec.mask_type, "k": cfg.k,
             "fd_iterations": cfg.fd_iterations, "fd_step": cfg.fd_step, "fd_lr": cfg.fd_lr,
+            **({"kspace": {"eps": list(cfg.eps), "steps": cfg.kspace_steps, "step": cfg.kspace_step,
+                           "target": cfg.kspace_target, "shown_threshold": cfg.shown_threshold}}
+               if method in ("kspace-pgd", "hallucinate") else {}),
             **({"pgd": {"starts": cfg.pgd_starts, "steps": cfg.pgd_steps, "sigma": cfg.pgd_sigma,
                         "step": cfg.pgd_step, "value_step": cfg.pgd_value_step}} if method == "pgd" else {}),
             "features": {"num_pixels": f.num_pixels, "shape": f.shape, "box_size": f.box_size,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import zlib
@@ -29,12 +30,15 @@ from fnaf_jax.attacks.config import (
     summarize,
 )
 from fnaf_jax.attacks.finite_diff import finite_diff
+from fnaf_jax.attacks.kspace import METHODS as KSPACE_METHODS
+from fnaf_jax.attacks.kspace import kspace_attack
 from fnaf_jax.attacks.pgd import pgd
 from fnaf_jax.attacks.random_search import random_search
 from fnaf_jax.attacks.records import (
     attack_record,
     candidate_from_record,
     check_same_run,
+    kspace_record,
     open_for_append,
     read_records,
     run_settings,
@@ -46,7 +50,8 @@ from fnaf_jax.fileio import WriteError, describe_os_error, exclusive_lock
 from fnaf_jax.masks import DEFAULT_MASK, MaskSpec, file_mask
 from fnaf_jax.objective import check_recon, make_scorer
 
-METHODS = {"rs": random_search, "fd": finite_diff, "pgd": pgd}
+METHODS = {"rs": random_search, "fd": finite_diff, "pgd": pgd,
+           **{m: functools.partial(kspace_attack, method=m) for m in KSPACE_METHODS}}
 
 
 def model_name_for(checkpoint) -> str:
@@ -167,6 +172,8 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
     extra = {"model": model_name, "role": role, "checkpoint": checkpoint, "seed": seed}
     attack = METHODS[method]
     sources = None
+    if transfer_from is not None and method in KSPACE_METHODS:
+        raise ConfigError(f"--transfer-from re-scores FNAF features; it does not apply to {method}")
     if transfer_from is not None:
         sources = {(r["file"], r["slice"]): r for r in read_records(transfer_from)}
         first = next(iter(sources.values()), None)
@@ -196,6 +203,7 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh)
     scorer = make_scorer(model_or_fn, cfg.objective, mesh=mesh)
+    record = kspace_record if method in KSPACE_METHODS else attack_record
     bar = _progress(len(todo), progress)
     written = 0
     fh = None  # opened with the first record: a run that fails before it leaves no file
@@ -211,7 +219,7 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             result = attack(scorer, device_batch, keys, cfg)
             result = _fetch(result)
             if jax.process_index() == 0:
-                lines = "".join(json.dumps(attack_record(result, i, batch, method=method, spec=spec, cfg=cfg,
+                lines = "".join(json.dumps(record(result, i, batch, method=method, spec=spec, cfg=cfg,
                                                          extra=extra)) + "\n" for i in range(real))
                 if fh is None:
                     fh = open_for_append(out_path)

@@ -33,6 +33,11 @@ HELP = {
     "fd_iterations": "finite differences: iterations",
     "fd_step": "finite differences: h (probes at p +- h/2)",
     "fd_lr": "finite differences: learning rate",
+    "eps": "k-space attacks: perturbation sizes ||e|| / ||y_k|| (one run each)",
+    "kspace_steps": "k-space attacks: projected gradient steps per eps",
+    "kspace_step": "k-space attacks: step length, a fraction of the ball's radius",
+    "kspace_target": "kspace-pgd: maximise the whole-image error or a feature's Eq. 5 loss",
+    "shown_threshold": "hallucinate: a hit shows at least this share of the feature",
     "pgd_starts": "gradient attack: starting features per slice",
     "pgd_steps": "gradient attack: steps per start (a forward and a backward pass each)",
     "pgd_sigma": "gradient attack: blur (px) of the first step's feature, annealed to 0",
@@ -49,7 +54,7 @@ _JOB = ("data", "out", "method", "batch_size", "limit", "seed", "name", "role", 
 
 
 def register(subparsers) -> None:
-    from fnaf_jax.attacks.config import AttackConfig
+    from fnaf_jax.attacks.config import KSPACE_TARGETS, AttackConfig
     from fnaf_jax.attacks.runner import AttackJob
     from fnaf_jax.features import FeatureConfig
     from fnaf_jax.models.baselines import BASELINES
@@ -59,7 +64,9 @@ def register(subparsers) -> None:
         "attack",
         help="search for the small features a model loses (FNAF); one JSON line per slice",
         description="Attack every slice of a fastMRI single-coil folder with random search "
-        "(rs), finite-difference location ascent (fd) or gradient ascent through the model (pgd). Masks are seeded by the file name. "
+        "(rs), finite-difference location ascent (fd) or gradient ascent through the model (pgd); "
+        "or perturb the measured k-space within an l2 ball to maximise the error (kspace-pgd) or "
+        "to make the model show a feature that is not there (hallucinate). Masks are seeded by the file name. "
         "Resumable: slices already in --out are skipped.",
     )
     source = p.add_mutually_exclusive_group(required=True)
@@ -68,9 +75,9 @@ def register(subparsers) -> None:
                         help="attack a network-free reconstruction instead: zero-filled = the "
                         "under-sampled input itself (a control row)")
     add_fields(p, AttackJob, HELP, only=_JOB, required=("data", "out"),
-               choices={"method": ("rs", "fd", "pgd"), "role": ("unet", "robust", "irim")})
+               choices={"method": ("rs", "fd", "pgd", "kspace-pgd", "hallucinate"), "role": ("unet", "robust", "irim")})
     add_mask_arguments(p)
-    add_fields(p, AttackConfig, HELP, skip=("features", "objective"))
+    add_fields(p, AttackConfig, HELP, skip=("features", "objective"), choices={"kspace_target": KSPACE_TARGETS})
     add_fields(p, FeatureConfig, HELP, only=("num_pixels", "shape", "box_size"),
                rename={"num_pixels": "pixels", "box_size": "box"}, choices={"shape": ("aggregate", "walk")})
     add_fields(p, ObjectiveConfig, HELP, only=("reduction", "max_images_per_call"),
