@@ -69,6 +69,32 @@ def ip_vs_loss(records, path) -> dict | None:
     return {"file": Path(path).name, "pearson_r": r_all, "n": len(recs)}
 
 
+def kspace_curves(groups: dict, path) -> dict | None:
+    """NMSE and the lost (or shown) fraction against eps, one line per k-space run, each
+    point its mean over slices with the 95% interval (``tabulation.summarize_kspace``)."""
+    if not groups:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for label, rows in groups.items():
+        eps = np.array([r["eps"] for r in rows])
+        x = np.where(eps > 0, eps, eps[eps > 0].min() / 3 if (eps > 0).any() else 1e-3)  # eps 0 left of the rest
+        for ax, name in zip(axes, ("nmse", "lost" if "lost" in rows[0] else "shown"), strict=True):
+            mean = np.array([r[name]["mean"] for r in rows])
+            err = np.abs(np.array([[r[name]["lo"], r[name]["hi"]] for r in rows]).T - mean)
+            ax.errorbar(x, mean, yerr=err, marker="o", ms=3, capsize=2, label=f"{label} ({name})")
+    axes[0].set_ylabel("NMSE of the output")
+    axes[1].set_ylabel("feature-lost / shown fraction")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("eps = ||e|| / ||y_k|| (leftmost point: eps = 0)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return {"file": Path(path).name, "runs": len(groups)}
+
+
 def display_name(record: dict) -> str:
     """A model's name for figures: the paper's name for its role, else its own."""
     from fnaf_jax.published import MODEL_NAMES

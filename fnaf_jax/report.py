@@ -20,9 +20,17 @@ from fnaf_jax.attacks.runner import read_records
 from fnaf_jax.errors import DataError
 from fnaf_jax.fileio import atomic_path, write_text
 from fnaf_jax.published import MODEL_NAMES, PUBLISHED
-from fnaf_jax.tabulation import fmt_mean, fmt_rate, summarize_records, transfer_summary
+from fnaf_jax.tabulation import (
+    fmt_mean,
+    fmt_rate,
+    is_kspace,
+    summarize_kspace,
+    summarize_records,
+    transfer_summary,
+)
 
 _REQUIRED = ("file", "slice", "method", "acceleration", "worst_loss", "hit", "ip", "accepted")
+_REQUIRED_KSPACE = ("file", "slice", "method", "acceleration", "eps", "nmse", "clean")
 
 
 def load_results(paths) -> list[dict]:
@@ -31,7 +39,7 @@ def load_results(paths) -> list[dict]:
     for path in paths:
         recs = read_records(path)
         for n, r in enumerate(recs, start=1):
-            missing = [k for k in _REQUIRED if k not in r]
+            missing = [k for k in (_REQUIRED_KSPACE if is_kspace(r) else _REQUIRED) if k not in r]
             if missing:
                 raise DataError(f"{path}: record {n} lacks {missing}")
             records.append({**r, "source": str(path)})
@@ -67,6 +75,41 @@ def tabulate(records: list[dict]) -> dict:
             row = attack_row(model, role or None, acc, method, summarize_records(recs))
         out[kind].append(row)
     return out
+
+
+def tabulate_kspace(records: list[dict]) -> dict:
+    """``{"MODEL ACCx METHOD (target)": [per-eps rows]}`` of the k-space records."""
+    groups: dict = {}
+    for r in records:
+        label = f"{r.get('model', '')} {int(r['acceleration'])}x {r['method']} ({r.get('target', '')})"
+        groups.setdefault(label, []).append(r)
+    return {label: summarize_kspace(recs) for label, recs in sorted(groups.items())}
+
+
+def kspace_markdown(curves: dict) -> str:
+    """One table per k-space run: eps, NMSE, Eq. 5 loss, lost or shown fraction, hits."""
+    out = []
+    for label, rows in curves.items():
+        other = "lost" if "lost" in rows[0] else "shown"
+        hits = "hit_rate" in rows[0]
+        out += [f"**{label}** ({rows[0]['nmse']['n']} slices, {rows[0]['nmse']['volumes']} volumes)", "",
+                f"| eps | NMSE [95% CI] | Eq. 5 loss [95% CI] | {other} fraction [95% CI] |"
+                + (" hit rate [95% CI] (hits / slices) |" if hits else ""),
+                "|---|---|---|---|" + ("---|" if hits else "")]
+        for r in rows:
+            out.append(f"| {r['eps']:g} | {fmt_mean(r['nmse'])} | {fmt_mean(r['loss'])} | "
+                       f"{fmt_mean(r[other], '{:.2f}')} |" + (f" {fmt_rate(r['hit_rate'])} |" if hits else ""))
+        out.append("")
+    return "\n".join(out)
+
+
+KSPACE_NOTE = (
+    "Additive perturbations e of the sampled k-space with ||e|| <= eps ||y_k|| (projected gradient "
+    "ascent, the best of its iterates). kspace-pgd maximises the output's NMSE (target image) or a "
+    "feature's Eq. 5 loss (target feature; its hit: loss > gamma). hallucinate adds no feature and "
+    "pushes the output to show one: shown fraction 1 - ||T((o_e - o_0) - d)||^2 / ||T d||^2, a hit "
+    "when it reaches the threshold (0.5). eps = 0 is the unperturbed model. Means carry 95% "
+    "volume-bootstrap intervals, rates Wilson intervals with their denominators.")
 
 
 def attack_row(model: str, role: str | None, acc: int, method: str, summary: dict) -> dict:
@@ -188,8 +231,11 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = load_results(paths)
+    every = load_results(paths)
+    records = [r for r in every if not is_kspace(r)]
+    curves = tabulate_kspace([r for r in every if is_kspace(r)])
     tables = tabulate(records)
+    tables["kspace"] = curves
     attacks, transfer = tables["attacks"], tables["transfer"]
     if attacks:
         _write_csv(out / "table2.csv", [_flat({k: r.get(k) for k in TABLE2_COLUMNS}) for r in attacks])
@@ -199,10 +245,11 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
 
     notes = []
     made = {}
+    made["kspace"] = figures.kspace_curves(curves, out / "kspace_curves.png")
     made["figure2"] = figures.ip_vs_loss(records, out / "figure2_ip_vs_loss.png")
     underlay = figures.mean_clean_image(records, data) if data is not None else None
     made["figure3"] = figures.location_heatmaps(records, out / "figure3_locations.png", underlay=underlay)
-    if checkpoint is not None and data is not None:
+    if checkpoint is not None and data is not None and records:
         made["figure1"] = figures.attack_examples(records, checkpoint, data, out / "figure1_examples.png",
                                                   model_name=figure_model)
         if made["figure1"] is None:
@@ -216,7 +263,7 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
                "notes": notes}
     write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=True))
 
-    inputs = f"Results: {', '.join(Path(p).name for p in paths)} ({len(records)} attacked slices)."
+    inputs = f"Results: {', '.join(Path(p).name for p in paths)} ({len(every)} attacked slices)."
     intro = ("Attack rate = hits / accepted slices; a hit is an accepted slice whose worst FNAF loss "
              "exceeds gamma (1e-3 by default). Rates carry Wilson 95% intervals and their denominators; "
              "means a 95% bootstrap interval over volumes. Paper numbers: Cheng, Caliva et al., MIDL 2020, "
@@ -227,6 +274,11 @@ def write_report(paths, out_dir, checkpoint=None, data=None, figure_model: str |
                "## Controls: what the attack rate is measured against", "",
                CONTROLS_NOTE, "", controls_markdown(attacks),
                "## Table 3: information preservation", "", table3_markdown(attacks)]
+    if curves:
+        md += ["## k-space attacks: worst cases and hallucinations against eps", "", KSPACE_NOTE, "",
+               kspace_markdown(curves)]
+        if made.get("kspace"):
+            md += [f"![k-space curves]({made['kspace']['file']})", ""]
     if transfer:
         md += ["## Transfer (worst features of one model scored on another)", "", transfer_markdown(transfer)]
     md += ["## Figures", ""]

@@ -115,6 +115,45 @@ def summarize_records(records: list[dict]) -> dict:
     }
 
 
+KSPACE_METHODS = ("kspace-pgd", "hallucinate")
+
+
+def is_kspace(record: dict) -> bool:
+    """A k-space attack record (per-eps curves) rather than an FNAF one."""
+    return record.get("method") in KSPACE_METHODS
+
+
+def summarize_kspace(records: list[dict]) -> list[dict]:
+    """Curves of one k-space run: one row per eps (eps = 0 first, the unperturbed model)
+    with the mean NMSE, Eq. 5 loss and lost (or shown) fraction over slices, each with its
+    volume-bootstrap interval, and the hit rate (Wilson) where the run defines hits."""
+    if not records:
+        raise DataError("no k-space records to summarize")
+    eps = records[0]["eps"]
+    if any(r["eps"] != eps for r in records):
+        raise DataError("k-space records with different eps lists cannot share a curve")
+    other = "shown" if records[0]["method"] == "hallucinate" else "lost"
+    groups = [r["file"] for r in records]
+
+    def col(values):
+        return np.array([math.nan if v is None else float(v) for v in values], np.float64)
+
+    rows = [{"eps": 0.0, **{name: mean_ci(col([r["clean"].get(name) for r in records]), groups)
+                            for name in ("nmse", "loss", other)}}]
+    if records[0].get("hit") is not None:
+        threshold = records[0].get("shown_threshold", 0.5)
+        clean_hits = [(v is not None and (v >= threshold if other == "shown" else v > r.get("gamma", 1e-3)))
+                      for r, v in ((r, r["clean"].get("shown" if other == "shown" else "loss")) for r in records)]
+        rows[0]["hit_rate"] = rate(sum(clean_hits), len(records))
+    for j, e in enumerate(eps):
+        row = {"eps": float(e), **{name: mean_ci(col([r[name][j] for r in records]), groups)
+                                   for name in ("nmse", "loss", other)}}
+        if records[0].get("hit") is not None:
+            row["hit_rate"] = rate(sum(bool(r["hit"][j]) for r in records), len(records))
+        rows.append(row)
+    return rows
+
+
 def _key(record: dict) -> tuple[str, int]:
     return record["file"], int(record["slice"])
 

@@ -108,3 +108,13 @@ def test_cli_hallucinate_records(tiny_unet_checkpoint, synthetic_dir, tmp_path):
         np.testing.assert_allclose(r["ratio"], [0.01, 0.05], rtol=1e-4)
     assert main(argv) == 0  # resumed: nothing new
     assert len(out.read_text().splitlines()) == 2
+    # the report tabulates the curves with intervals and denominators, and plots them
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## k-space attacks" in md and "hallucinate" in md and "(hits / slices)" in md
+    assert "| 0.05 |" in md and "/ 2]" not in md
+    assert (tmp_path / "rep" / "kspace_curves.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    (curve,) = summary["tables"]["kspace"].values()
+    assert [row["eps"] for row in curve] == [0.0, 0.01, 0.05]
+    assert curve[0]["hit_rate"]["k"] == 0 and curve[1]["hit_rate"]["n"] == 2
