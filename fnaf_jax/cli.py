@@ -23,6 +23,7 @@ COMMANDS = (
     "evaluate",
     "attack",
     "report",
+    "profile",
     "reproduce",
 )
 

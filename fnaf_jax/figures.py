@@ -95,6 +95,50 @@ def kspace_curves(groups: dict, path) -> dict | None:
     return {"file": Path(path).name, "runs": len(groups)}
 
 
+_SWEEP_LABELS = {"size": "feature size (pixels)", "contrast": "contrast (fraction of the slice's range)",
+                 "acceleration": "acceleration"}
+
+
+def profile_figures(sweeps: dict, out_dir, grid: int) -> dict:
+    """One PNG per sweep of ``fnaf profile``: hit rate and feature-lost fraction with their
+    95% intervals against the swept value; the location sweep as two heatmaps over the box."""
+    plt = _plt()
+    made = {}
+    for name, points in sweeps.items():
+        if name == "location":
+            fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+            for ax, key, label, scale in ((axes[0], "hit_rate", "hit rate %", 100.0), (axes[1], "lost", "lost fraction", 1.0)):
+                img = np.full((grid, grid), np.nan)
+                for p in points:
+                    v = p[key]["pct"] if key == "hit_rate" else p[key]["mean"]
+                    img[p["cell"][0], p["cell"][1]] = np.nan if v is None else v
+                im = ax.imshow(img, vmin=0, vmax=scale, cmap="magma")
+                ax.set_title(f"{label} per cell of the box", fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                fig.colorbar(im, ax=ax, fraction=0.046)
+        else:
+            fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+            x = np.array([p["value"] for p in points], float)
+            for ax, key, label in ((axes[0], "hit_rate", "hit rate % (hits / accepted)"),
+                                   (axes[1], "lost", "feature-lost fraction")):
+                mean = np.array([p[key]["pct"] if key == "hit_rate" else p[key]["mean"] for p in points], float)
+                lo = np.array([p[key]["lo"] for p in points], float)
+                hi = np.array([p[key]["hi"] for p in points], float)
+                ax.errorbar(x, mean, yerr=[np.abs(mean - lo), np.abs(hi - mean)], marker="o", ms=3, capsize=2)
+                if name != "acceleration":
+                    ax.set_xscale("log")
+                ax.set_xlabel(_SWEEP_LABELS[name])
+                ax.set_ylabel(label)
+            axes[1].axhline(0.5, color="gray", ls=":", lw=0.8)
+        fig.tight_layout()
+        path = Path(out_dir) / f"profile_{name}.png"
+        save_figure(fig, path)
+        plt.close(fig)
+        made[name] = path.name
+    return made
+
+
 def display_name(record: dict) -> str:
     """A model's name for figures: the paper's name for its role, else its own."""
     from fnaf_jax.published import MODEL_NAMES

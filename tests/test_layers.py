@@ -15,7 +15,7 @@ LAYERS = (
     ("models",),
     ("objective", "gradients", "parallel", "attacks"),
     ("train",),
-    ("evaluation", "abnormalities", "inference", "tabulation", "figures", "report"),
+    ("evaluation", "abnormalities", "inference", "tabulation", "figures", "report", "profile"),
     ("study",),
     ("commands", "cli"),
 )
