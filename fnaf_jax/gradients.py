@@ -56,9 +56,10 @@ def blur(images, sigma):
     return jnp.where(sigma > 0, smooth, images)
 
 
-@functools.partial(jax.jit, static_argnames=("static", "cfg", "radius"))
-def _sensitivity(static, state, batch, idx, flat, sigma, cfg, radius):
-    recon_fn = recon_of(static, state)
+def sensitivity(recon_fn, batch, idx, flat: features.Candidates, sigma, cfg: O.ObjectiveConfig, radius: float):
+    """``(Scores (n,), G (n, H, W))`` of n flat candidates (candidate i on slice ``idx[i]``
+    of ``batch``, which holds ``clean_output`` and ``u_clean``): pure, so a training step
+    can run it under its own ``jit`` (adversarial training)."""
     y, mask, metadata = O._batch_arrays(batch)
     shape = y.shape[-2:]
     d0 = features.rasterize(flat, shape)[:, 0]
@@ -72,6 +73,11 @@ def _sensitivity(static, state, batch, idx, flat, sigma, cfg, radius):
 
     (_, scores), grad = jax.value_and_grad(total, has_aux=True)(d0)
     return scores, grad
+
+
+@functools.partial(jax.jit, static_argnames=("static", "cfg", "radius"))
+def _sensitivity(static, state, batch, idx, flat, sigma, cfg, radius):
+    return sensitivity(recon_of(static, state), batch, idx, flat, sigma, cfg, radius)
 
 
 class FeatureGradient:

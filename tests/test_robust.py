@@ -122,3 +122,51 @@ def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
     total, aux = none.loss(model, batch, key)
     assert float(aux["fnaf_loss"]) == 0.0 and float(aux["fnaf_rejected"]) == 1.0
     np.testing.assert_allclose(float(total), float(aux["clean_loss"]), rtol=1e-6)
+
+
+def test_defense_terms_pgd_and_kspace_adversary_beat_their_random_starts(items):
+    """The adversarial defenses train on what their search found: the PGD-refined feature
+    loses more (Eq. 5 under the current weights) than the random feature it started from,
+    and the k-space adversary's perturbation costs more than noise of the same norm (the
+    jitter term at kspace_eps)."""
+    model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
+    rs = RobustTask(UnetTask(), mode="rs")
+    batch = rs.prepare_batch(items[:4], np.random.default_rng(2))
+    fb = rs.fnaf_batch(batch)
+    key = jax.random.key(3)
+    graphdef, params = nnx.split(model)
+
+    def jitted(task, method):  # compiled, as in a training step (eager autodiff is slow)
+        return jax.jit(lambda p, *a: getattr(task, method)(nnx.merge(graphdef, p), *a))
+
+    start, _ = jitted(rs, "choose_features")(params, batch, key)
+    refined, _ = jitted(RobustTask(UnetTask(), mode="pgd", adv_steps=2), "choose_features")(params, batch, key)
+    scorer = O.make_scorer(model)
+    before, after = np.asarray(scorer(fb, start).loss), np.asarray(scorer(fb, refined).loss)
+    assert after.mean() > before.mean(), (after, before)
+    assert not np.array_equal(np.asarray(start.location), np.asarray(refined.location))
+
+    def term(mode, level):
+        task = RobustTask(UnetTask(), mode=mode, jitter=level, kspace_eps=level, adv_steps=2)
+        return float(jitted(task, "_noisy_term")(params, fb, key))
+
+    noise, adversary = term("jitter", 0.05), term("kspace-adv", 0.05)
+    assert noise < adversary, (noise, adversary)
+
+
+def test_train_flag_names_the_defense():
+    from fnaf_jax.cli import build_parser
+    from fnaf_jax.commands.train import config_from_args
+
+    def cfg(*flags):
+        return config_from_args(build_parser().parse_args(["train", "--data", "D", "--workdir", "W", *flags]))
+
+    assert cfg().robust is None and cfg("--robust").robust == "rs"
+    assert cfg("--robust", "--worst-of", "4").robust == "worst-of-k"
+    assert cfg("--robust", "kspace-adv", "--kspace-eps", "0.02").kspace_eps == 0.02
+    with pytest.raises(SystemExit):
+        cfg("--robust", "armour")
+    from fnaf_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="worst-of-k training needs"):
+        cfg("--robust", "worst-of-k")

@@ -105,7 +105,7 @@ def _start_keys(keys):
 
 
 @functools.partial(jax.jit, static_argnames="height")
-def _sphere(keys, masks, radius, height: int):
+def sphere(keys, masks, radius, height: int):
     """Random complex perturbations on the sampled columns, of norm ``radius``, one key
     per image (n,): a slice's start does not depend on its batch."""
     def one(key, mask):
@@ -128,7 +128,7 @@ def _rescale(er, ei, radius, sphere=False):
 
 
 @jax.jit
-def _ascend(er, ei, gr, gi, radius, step):
+def ascend(er, ei, gr, gi, radius, step):
     norm = jnp.sqrt((gr**2 + gi**2).sum((-2, -1)))
     scale = step * radius / jnp.maximum(norm, 1e-30)
     return _rescale(er + gr * scale[:, None, None], ei + gi * scale[:, None, None], radius)
@@ -188,7 +188,7 @@ def kspace_attack(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK, metho
     masks = jnp.asarray(batch["mask"], jnp.float32)[idx]
     with features.pinned_prng():
         img_keys = jax.vmap(jax.random.fold_in)(skeys[idx], jnp.tile(jnp.arange(e), b))
-    er, ei = _sphere(img_keys, masks, radius, h)
+    er, ei = sphere(img_keys, masks, radius, h)
     step = jnp.float32(cfg.kspace_step)
     best = None
     for t in range(cfg.kspace_steps + 1):
@@ -202,7 +202,7 @@ def kspace_attack(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK, metho
             better = values[0] > best[0]
             best = tuple(jnp.where(better, new, old) for new, old in zip(current, best, strict=True))
         if not last:
-            er, ei = _ascend(er, ei, *grads, radius, step)
+            er, ei = ascend(er, ei, *grads, radius, step)
     objective, nmse, loss, lost, shown, ratio = (a.reshape(b, e) for a in best)
     c_obj, c_nmse, c_loss, c_lost, c_shown = clean_values
     other = c_shown if method == "hallucinate" else c_lost

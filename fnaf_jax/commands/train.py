@@ -7,6 +7,8 @@ field ``worst_of`` is ``--worst-of``, booleans are switches, tuples take several
 
 from __future__ import annotations
 
+import argparse
+
 from fnaf_jax.commands.flags import add_fields, read_fields
 from fnaf_jax.errors import ConfigError
 
@@ -38,7 +40,12 @@ HELP = {
     "mask_type": "mask type: random | equispaced | equispaced_fraction",
     "accelerations": "accelerations to draw from (e.g. 4 8)",
     "center_fractions": "centre fractions, one per acceleration (e.g. 0.08 0.04)",
-    "robust": "FNAF-robust training (clean loss + Eq. 5 FNAF loss each step)",
+    "robust": "a defense: FNAF-robust training with random features (rs, the paper's; a bare "
+              "--robust), the worst of --worst-of K (worst-of-k) or the gradient attack (pgd); "
+              "jitter (noisy k-space); kspace-adv (l2 k-space adversarial training)",
+    "adv_steps": "pgd, kspace-adv: inner gradient steps per training step",
+    "jitter": "jitter: k-space noise norm as a fraction of the slice's sampled k-space norm",
+    "kspace_eps": "kspace-adv: perturbation norm as a fraction of the sampled k-space norm",
     "worst_of": "FNAF candidates per sample; the worst is trained on (1 = random features)",
     "alpha": "weight of the whole-image MSE of the FNAF loss",
     "beta": "weight of the feature-region MSE of the FNAF loss",
@@ -64,9 +71,11 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true",
                    help="discard a previous run with another config in WORKDIR and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from fnaf_jax.train.config import TrainConfig
+    from fnaf_jax.train.config import ROBUST_MODES, TrainConfig
 
-    add_fields(p, TrainConfig, HELP, required=("data",))
+    add_fields(p, TrainConfig, HELP, required=("data",), skip=("robust",))
+    p.add_argument("--robust", nargs="?", const=True, default=None, metavar="MODE",
+                   type=_robust_mode(ROBUST_MODES), help=HELP["robust"] + " (default: off)")
     p.set_defaults(func=run)
 
 
@@ -74,7 +83,16 @@ def config_from_args(args):
     """The TrainConfig the flags describe."""
     from fnaf_jax.train.config import TrainConfig
 
-    return TrainConfig(**read_fields(args, TrainConfig))
+    return TrainConfig(**read_fields(args, TrainConfig, skip=("robust",)), robust=args.robust)
+
+
+def _robust_mode(modes):
+    def parse(text: str) -> str:
+        if text not in modes:
+            raise argparse.ArgumentTypeError(f"unknown defense {text!r}; choose one of {', '.join(modes)}")
+        return text
+
+    return parse
 
 
 def run(args) -> int:

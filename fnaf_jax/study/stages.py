@@ -205,8 +205,10 @@ def train_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
     work = cfg.epochs * min(train_slices(layout, preset), cfg.limit_train or 10**9)
     if model == "irim":
         kind = "train_irim"
-    elif cfg.robust and cfg.worst_of > 1:
+    elif cfg.robust == "worst-of-k":
         kind, work = "train_robust_wk", work * cfg.worst_of
+    elif cfg.robust in ("pgd", "kspace-adv"):  # each inner step a forward and a backward
+        kind, work = "train_robust_wk", work * 3 * cfg.adv_steps
     else:
         kind = "train_robust" if cfg.robust else "train_unet"
     return Stage(f"train_{model}", run, _asdict(cfg), outputs=[workdir], after=[*_data_after(layout), *after],

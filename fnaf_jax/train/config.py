@@ -25,6 +25,12 @@ LOSSES = ("l1", "mse", "ssim")
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction")
 
 
+#: defenses of ``fnaf train --robust MODE`` (fnaf_jax.train.robust): FNAF-robust training
+#: with random features (rs, the paper's), the worst of k, or the gradient attack (pgd:
+#: adversarial training); jittering (noisy k-space); l2 k-space adversarial training
+ROBUST_MODES = ("rs", "worst-of-k", "pgd", "jitter", "kspace-adv")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # data: DATA/TRAIN_SPLIT and DATA/VAL_SPLIT hold fastMRI single-coil h5 files. None =
@@ -60,8 +66,11 @@ class TrainConfig:
     center_fractions: tuple[float, ...] = (0.08,)
 
     # FNAF-robust training (fnaf_jax.train.robust.RobustTask)
-    robust: bool = False
+    robust: str | None = None  # a defense (ROBUST_MODES); True (older configs): rs, or worst-of-k
     worst_of: int = 1  # candidates per sample; 1 = random features (augmentation)
+    adv_steps: int = 2  # pgd, kspace-adv: inner gradient steps per training step
+    jitter: float = 0.02  # jitter: k-space noise norm / ||y_k||
+    kspace_eps: float = 0.01  # kspace-adv: perturbation norm / ||y_k||
     alpha: float = 1.0  # weight of the whole-image MSE in Eq. 5
     beta: float = 100.0  # weight of the feature-region MSE in Eq. 5
     ip_threshold: float = 1e-4  # never train on a feature whose IP is below this (paper 4.2)
@@ -83,6 +92,10 @@ class TrainConfig:
         # tuples, not lists, so configs read back from JSON compare equal
         object.__setattr__(self, "accelerations", tuple(int(a) for a in self.accelerations))
         object.__setattr__(self, "center_fractions", tuple(float(c) for c in self.center_fractions))
+        if self.robust is True:  # the paper's switch: random features, or the worst of k
+            object.__setattr__(self, "robust", "rs" if self.worst_of == 1 else "worst-of-k")
+        elif self.robust is False:
+            object.__setattr__(self, "robust", None)
         self.validate()
 
     def validate(self) -> None:
@@ -104,6 +117,13 @@ class TrainConfig:
         for name in ("limit_train", "limit_val"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be >= 1 (or unset for all slices)")
+        if self.robust is not None and self.robust not in ROBUST_MODES:
+            bad("robust", f"unknown defense; choose one of {', '.join(ROBUST_MODES)}")
+        if self.robust == "worst-of-k" and self.worst_of < 2:
+            bad("worst_of", "worst-of-k training needs --worst-of K >= 2")
+        if self.adv_steps < 1 or self.jitter <= 0 or self.kspace_eps <= 0:
+            bad("adv_steps", f"adversarial steps must be >= 1 and jitter {self.jitter}, "
+                             f"kspace_eps {self.kspace_eps} > 0")
         if self.crop is not None and not 16 <= self.crop <= 320:
             bad("crop", "must be between 16 and 320")
         if self.lr <= 0:

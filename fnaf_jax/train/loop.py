@@ -52,7 +52,7 @@ def build_task(cfg: TrainConfig):
     from fnaf_jax.train.robust import RobustTask
 
     task = resolve(family(cfg.model).task).from_config(cfg)
-    return RobustTask.from_config(task, cfg) if cfg.robust else task
+    return RobustTask.from_config(task, cfg) if cfg.robust is not None else task
 
 
 def clean_task_of(task):

@@ -1,11 +1,23 @@
-"""FNAF-robust training (paper section 3.3, SPEC 4): clean loss + Eq. 5 FNAF loss, one step.
+"""Defenses in one harness (paper section 3.3, SPEC 4): clean loss + a robustness term.
 
-``RobustTask(base_task, worst_of=..., ...)`` (or ``RobustTask.from_config``) wraps any task of the Task protocol. Each step draws
-features on the same batch, at random (``worst_of = 1``, augmentation) or as the worst of
-``worst_of`` candidates scored with the current weights under ``stop_gradient``
-(adversarial), and adds the FNAF loss of the chosen feature (alpha 1, beta 100 by
-default) to the base task's clean loss. The training loop takes one optimizer step on
-the sum. Model selection stays on the clean loss (``base_task``).
+``RobustTask(base_task, mode=..., ...)`` (or ``RobustTask.from_config``) wraps any task of
+the Task protocol; the training loop takes one optimizer step on the sum, and model
+selection stays on the clean loss (``base_task``). Modes (``fnaf train --robust MODE``):
+
+- ``rs`` (the paper's): the Eq. 5 FNAF loss (alpha 1, beta 100) of a random feature that
+  passes information preservation (augmentation);
+- ``worst-of-k``: of the worst of ``worst_of`` features scored with the current weights
+  under ``stop_gradient``;
+- ``pgd``: of the random feature after ``adv_steps`` steps of the gradient attack
+  (``attacks.pgd``) through the current weights: true adversarial training;
+- ``jitter``: ``alpha`` times the whole-image MSE (z-scored, as Eq. 5) of the output for
+  the under-sampled k-space plus complex Gaussian noise of norm ``jitter * ||y_k||`` on
+  the sampled columns (Krainovic, Soltanolkotabi, Heckel 2023);
+- ``kspace-adv``: the same term for the worst perturbation of norm ``kspace_eps * ||y_k||``
+  found by ``adv_steps`` steps of projected gradient ascent (``attacks.kspace``).
+
+No gradient flows through a search: the chosen feature or perturbation is a constant of
+the step.
 """
 
 from __future__ import annotations
@@ -15,12 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnaf_jax import features
-from fnaf_jax.attacks.config import take_candidate, worst_of_k
+from fnaf_jax import objective as O
+from fnaf_jax.attacks.config import AttackConfig, take_candidate, worst_of_k
 from fnaf_jax.errors import DataError
 from fnaf_jax.masks import create_mask_for_mask_type, draw_column_mask
 from fnaf_jax.objective import ATTACK, ObjectiveConfig, information_preserved, score
+from fnaf_jax.physics import ifft2c, undersample
 
 _FEATURE_STREAM = 0x464E4146  # "FNAF": a key stream apart from the base task's
+_NOISE_STREAM = 0x4E4F4953  # "NOIS": jitter noise and k-space starts
 #: random draws per sample in the paper's mode (worst_of = 1): the first one that passes
 #: information preservation is trained on (at 8x about 27% of single draws fail; all four
 #: fail for well under 1% of samples, which are then left out of the FNAF term)
@@ -32,7 +47,10 @@ class RobustTask:
 
     def __init__(self, base_task, *, worst_of: int = 1, alpha: float = 1.0, beta: float = 100.0,
                  ip_threshold: float = 1e-4, mask_func=None,
-                 feature_config: features.FeatureConfig = features.DEFAULT_FEATURES):
+                 feature_config: features.FeatureConfig = features.DEFAULT_FEATURES, mode: str | None = None,
+                 adv_steps: int = 2, jitter: float = 0.02, kspace_eps: float = 0.01):
+        self.mode = mode or ("rs" if int(worst_of) == 1 else "worst-of-k")
+        self.adv_steps, self.jitter, self.kspace_eps = int(adv_steps), float(jitter), float(kspace_eps)
         self.base_task = base_task
         self.transform = base_task.transform
         self.worst_of = int(worst_of)
@@ -45,7 +63,8 @@ class RobustTask:
     def from_config(cls, base_task, cfg) -> RobustTask:
         """From a ``TrainConfig``: its FNAF fields and its training masks."""
         return cls(base_task, worst_of=cfg.worst_of, alpha=cfg.alpha, beta=cfg.beta,
-                   ip_threshold=cfg.ip_threshold,
+                   ip_threshold=cfg.ip_threshold, mode=cfg.robust, adv_steps=cfg.adv_steps,
+                   jitter=cfg.jitter, kspace_eps=cfg.kspace_eps,
                    mask_func=create_mask_for_mask_type(cfg.mask_type, list(cfg.center_fractions),
                                                        list(cfg.accelerations)))
 
@@ -86,22 +105,80 @@ class RobustTask:
         fb = self.fnaf_batch(batch)
         y = jnp.asarray(fb["target_raw"], jnp.float32)
         lo, hi = features.intensity_range(y)
-        n = SPARES if self.worst_of == 1 else self.worst_of
+        n = self.worst_of if self.mode == "worst-of-k" else SPARES
         cands = features.sample(key, y.shape[0], n, self.features, lo=lo, hi=hi)
-        if self.worst_of == 1:
-            ok = information_preserved(fb, cands) >= self.ip_threshold
-            index = jnp.argmax(ok, axis=-1)  # the first accepted draw
-            return take_candidate(cands, index), ok.any(axis=-1)
 
         def frozen(u, mask, metadata):
             return jax.lax.stop_gradient(model.reconstruct(u, mask, metadata))
+
+        if self.mode != "worst-of-k":
+            ok = information_preserved(fb, cands) >= self.ip_threshold
+            index = jnp.argmax(ok, axis=-1)  # the first accepted draw
+            chosen, valid = take_candidate(cands, index), ok.any(axis=-1)
+            if self.mode == "pgd":
+                chosen = self._ascend_feature(model, fb, chosen, lo, hi)
+                valid = valid & (information_preserved(fb, chosen)[:, 0] >= self.ip_threshold)
+            return chosen, valid
 
         loss, ip = score(frozen, fb, cands, ATTACK)
         index, accepted = worst_of_k(loss, ip, self.ip_threshold)
         return take_candidate(cands, index), accepted
 
+    def _ascend_feature(self, model, fb, cands, lo, hi):
+        """``adv_steps`` steps of the gradient attack (``attacks.pgd``) from ``cands`` (B, 1)."""
+        from fnaf_jax.attacks.pgd import _step
+        from fnaf_jax.gradients import sensitivity
+
+        cfg = AttackConfig(features=self.features, pgd_steps=self.adv_steps)
+        params_free = jax.lax.stop_gradient  # the search sees the weights as constants
+        state = {**fb, "u_clean": undersample(fb["target_raw"], fb["mask"])}
+        state["clean_output"] = params_free(O.clean_outputs(model.reconstruct, fb))
+        b = cands.location.shape[0]
+        point = cands.location.astype(jnp.float32)
+        for t in range(self.adv_steps):
+            frac = (self.adv_steps - t) / self.adv_steps
+            _, grad = sensitivity(model.reconstruct, state, jnp.arange(b), O._flat(cands), cfg.pgd_sigma * frac,
+                                  ATTACK, cfg.objective.radius + 2 * cfg.pgd_sigma)
+            cands, point = _step(cands, point, params_free(grad)[:, None], lo, hi, jnp.float32(frac), cfg)
+        return jax.tree.map(params_free, cands)
+
+    def _noisy_term(self, model, fb, key):
+        """Whole-image MSE (z-scored) of the output for k-space plus noise (jitter) or plus
+        the worst perturbation found (kspace-adv), both of norm level * ||y_k||."""
+        from fnaf_jax.attacks.kspace import ascend, sphere
+
+        y, mask = fb["target_raw"], fb["mask"]
+        b, h, _ = y.shape
+        u0 = undersample(y, mask)
+        radius = jnp.sqrt((jnp.abs(u0) ** 2).sum((-2, -1))) * (self.jitter if self.mode == "jitter"
+                                                             else self.kspace_eps)
+        with features.pinned_prng():
+            keys = jax.random.split(key, b)
+        er, ei = sphere(keys, mask, radius, h)
+        whole = ObjectiveConfig(alpha=1.0, beta=0.0)
+        zeros = jnp.zeros_like(y)
+        idx = jnp.arange(b)
+        clean = jax.lax.stop_gradient(O.clean_outputs(model.reconstruct, fb))
+
+        def mse(er, ei, recon):
+            u = u0 + ifft2c(mask[:, None, :] * (er + 1j * ei))
+            out = O.forward_images(recon, y, mask, fb.get("metadata"), u, idx, zeros, zeros.astype(bool), clean)
+            return O.fnaf_loss(out["output"], out["target"], out["region"], whole)
+
+        if self.mode == "kspace-adv":  # the search's result is a constant of the step
+            for _ in range(self.adv_steps):
+                gr, gi = jax.grad(lambda a, c: mse(a, c, model.reconstruct).sum(), argnums=(0, 1))(er, ei)
+                er, ei = ascend(er, ei, jax.lax.stop_gradient(gr), jax.lax.stop_gradient(gi), radius,
+                                jnp.float32(0.5))
+            er, ei = jax.lax.stop_gradient(er), jax.lax.stop_gradient(ei)
+        return mse(er, ei, model.reconstruct).mean()
+
     def loss(self, model, batch, key):
         clean, aux = self.base_task.loss(model, batch, key)
+        if self.mode in ("jitter", "kspace-adv"):
+            term = self.objective.alpha * self._noisy_term(model, self.fnaf_batch(batch),
+                                                           jax.random.fold_in(key, _NOISE_STREAM))
+            return clean + term, {**aux, "clean_loss": clean, "noisy_loss": term}
         chosen, valid = self.choose_features(model, batch, jax.random.fold_in(key, _FEATURE_STREAM))
         fnaf, _ = score(model.reconstruct, self.fnaf_batch(batch), chosen, self.objective)
         weight = valid.astype(fnaf.dtype)
