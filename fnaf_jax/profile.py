@@ -64,7 +64,7 @@ class ProfileConfig:
     grid: int = 12  # location heatmap: cells per side of the box
     k: int = 4  # features per slice at each point (location: per cell, 1)
     sweeps: tuple[str, ...] = SWEEPS
-    limit: int | None = 16  # slices (None: all)
+    limit: int | None = 16  # slices, spread evenly over the folder (None: all)
     batch_size: int = 4
     seed: int = 0
     attack: AttackConfig = DEFAULT_ATTACK
@@ -343,5 +343,7 @@ def profile_folder(cfg: ProfileConfig, progress: bool = True) -> dict:
         model, _ = load_model(cfg.checkpoint)
         model.eval()
         name = model_name_for(cfg.checkpoint)
-    items = [dataset[i] for i in range(n)]
+    # spread over the folder (not the first volume's slices): slices of one volume are
+    # correlated, so the intervals (bootstrap over volumes) need as many volumes as possible
+    items = [dataset[int(i)] for i in np.unique(np.linspace(0, len(dataset) - 1, n).round())]
     return run_profile(model, items, cfg, name or default_model_name(model), progress=progress)

@@ -16,7 +16,7 @@ HELP = {
     "grid": "location heatmap: cells per side of the central box",
     "k": "features scored per slice at each point (location: one per cell)",
     "sweeps": "which sweeps to run",
-    "limit": "profile the first N slices",
+    "limit": "profile N slices spread evenly over the folder (all: more volumes, narrower intervals)",
     "batch_size": "slices per compiled call",
     "seed": "feature randomness",
     "gamma": "hit threshold on the loss",
