@@ -111,10 +111,18 @@ def summarize_point(loss, ip, lost, files, cfg: AttackConfig) -> dict:
     indicator = mean_ci(np.where(ok, hit.astype(float), np.nan), files)
     lo = min(100 * w_lo, 100 * indicator["lo"]) if n else math.nan
     hi = max(100 * w_hi, 100 * indicator["hi"]) if n else math.nan
-    return {"features": int(ok.size), "accepted": n, "hits": k,
-            "hit_rate": {"k": k, "n": n, "pct": 100.0 * k / n if n else math.nan, "lo": lo, "hi": hi},
-            "lost": mean_ci(np.where(ok, lost, np.nan), files),
-            "loss": mean_ci(np.where(ok, loss, np.nan), files)}
+    return _bounded({"features": int(ok.size), "accepted": n, "hits": k,
+                     "hit_rate": {"k": k, "n": n, "pct": 100.0 * k / n if n else math.nan, "lo": lo, "hi": hi},
+                     "lost": mean_ci(np.where(ok, lost, np.nan), files),
+                     "loss": mean_ci(np.where(ok, loss, np.nan), files)})
+
+
+def _bounded(point: dict) -> dict:
+    """A rate's interval kept inside [0, 100] (the t interval over volume means is not)."""
+    rate = point["hit_rate"]
+    if rate["n"]:
+        rate["lo"], rate["hi"] = max(0.0, rate["lo"]), min(100.0, rate["hi"])
+    return point
 
 
 class _Scored:
@@ -274,7 +282,7 @@ def _read_points(path: Path, settings: dict) -> dict:
             if theirs.get(key) != value:
                 raise ConfigError(f"{path}:{n} was made with {key} = {theirs.get(key)!r}, this run has "
                                   f"{value!r}; profile into another --out")
-        done[entry["sweep"]] = entry["points"]
+        done[entry["sweep"]] = [_bounded(p) for p in entry["points"]]
     return done
 
 

@@ -48,6 +48,8 @@ def test_location_heatmap_of_a_quadrant_eraser_and_points_equal_direct_calls(tmp
         if max(centres[r * 4 + c]) >= 37:  # at least 9 px from the quadrant's last row or column
             assert p["hits"] == 0 and p["lost"]["mean"] == pytest.approx(0.0, abs=1e-5), (r, c)
     assert inside["hit_rate"]["n"] == len(ITEMS)  # the denominator: accepted features
+    for p in cells.values():  # a rate's interval holds the rate and stays within [0, 100]
+        assert 0.0 <= p["hit_rate"]["lo"] <= p["hit_rate"]["pct"] <= p["hit_rate"]["hi"] <= 100.0
     # the contrast points, recomputed by direct calls on the same features
     batch = make_batch(ITEMS, _spec(1), (64, 64))
     keys = jnp.stack([slice_key(0, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])

@@ -272,8 +272,8 @@ def test_paper_preset_needs_data_and_the_released_irim(tmp_path):
     robust, clean, wk = by_name["train_robust"], by_name["train_cleanft"], by_name["train_robust_wk"]
     # the clean fine-tune matches the robust one in everything but the FNAF term
     fnaf = ("alpha", "beta", "worst_of", "ip_threshold", "robust")
-    assert clean["robust"] is False and clean["epochs"] == robust["epochs"] == 10
+    assert clean["robust"] is None and clean["epochs"] == robust["epochs"] == 10
     assert {k: v for k, v in robust.items() if k not in fnaf} == {k: v for k, v in clean.items() if k not in fnaf}
-    assert wk["worst_of"] == 11 and wk["robust"] is True
-    assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 1, True)
+    assert wk["worst_of"] == 11 and wk["robust"] == "worst-of-k"
+    assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 1, "rs")
     assert robust["init_from"].endswith("models/unet/best")
