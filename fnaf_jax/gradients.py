@@ -26,18 +26,9 @@ from fnaf_jax import features
 from fnaf_jax import objective as O
 
 
-def bind(model_or_fn):
-    """``(static, state)``: an NNX model split into its graph (static: one compilation per
-    architecture) and weights (an argument), or a recon_fn and ``None``."""
-    from flax import nnx
-
-    if isinstance(model_or_fn, nnx.Module):
-        return nnx.split(model_or_fn)
-    return model_or_fn, None
-
-
 def recon_of(static, state):
-    """The recon_fn that ``bind`` split."""
+    """The recon_fn of a scorer's ``bound`` pair: an NNX model's graph and weights merged
+    (``.reconstruct``), or the recon_fn itself (``state`` None)."""
     if state is None:
         return static
     from flax import nnx
@@ -87,7 +78,6 @@ class FeatureGradient:
 
     def __init__(self, scorer: O.Scorer, radius_relaxed: float):
         self.scorer, self.radius = scorer, float(radius_relaxed)
-        self._static, self._state = bind(scorer.source)
 
     def __call__(self, batch, candidates: features.Candidates, sigma: float):
         scorer = self.scorer
@@ -98,12 +88,9 @@ class FeatureGradient:
         b, k = candidates.location.shape[:2]
         n = b * k
         size = n if scorer.whole else O.images_per_call(scorer.cfg, n)
-        idx = O._pad_to_chunks(jnp.repeat(jnp.arange(b), k), size)
-        flat = jax.tree.map(lambda a: O._pad_to_chunks(a, size), O._flat(candidates))
         sigma = jnp.float32(sigma)
-        parts = [_sensitivity(self._static, self._state, batch, idx[i:i + size],
-                              jax.tree.map(lambda a, i=i: a[i:i + size], flat), sigma, scorer.cfg, self.radius)
-                 for i in range(0, idx.shape[0], size)]
-        scores = O.Scores(*(jnp.concatenate([p[0][j] for p in parts])[:n].reshape(b, k) for j in range(5)))
-        grad = jnp.concatenate([p[1] for p in parts])[:n]
-        return scores, grad.reshape(b, k, *grad.shape[1:])
+        static, state = scorer.bound
+        scores, grad = O.call_in_chunks(
+            lambda idx, cand: _sensitivity(static, state, batch, idx, cand, sigma, scorer.cfg, self.radius),
+            size, n, jnp.repeat(jnp.arange(b), k), O._flat(candidates))
+        return O.Scores(*(a.reshape(b, k) for a in scores)), grad.reshape(b, k, *grad.shape[1:])

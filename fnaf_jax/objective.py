@@ -273,6 +273,17 @@ def _pad_to_chunks(a, size: int):
     return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
 
 
+def call_in_chunks(fn, size: int, n: int, *arrays):
+    """``fn(*chunk)`` over ``arrays`` (pytrees with leading axis ``n``) in chunks of
+    ``size``, the last padded (one shape: one compilation); the outputs (pytrees, ``None``
+    leaves allowed) concatenated and cut to ``n``. The separate-calls path of every chunked
+    model call (the scorer, the feature gradient, the k-space attacks)."""
+    padded = [jax.tree.map(lambda a: _pad_to_chunks(a, size), x) for x in arrays]
+    total = jax.tree.leaves(padded[0])[0].shape[0]
+    parts = [fn(*(jax.tree.map(lambda a, i=i: a[i:i + size], x) for x in padded)) for i in range(0, total, size)]
+    return jax.tree.map(lambda *p: jnp.concatenate(p)[:n], *parts)
+
+
 def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output, images=None):
     """``per_image(forward outputs)`` of all B*K candidates, in chunks of at most ``images``
     (or ``cfg.max_images_per_call``) images inside the program (the same numbers either
@@ -400,9 +411,11 @@ class Scorer:
     ``clean_output`` once, so the control costs one model call per slice in all.
     """
 
-    def __init__(self, images_fn, clean, cfg: ObjectiveConfig, whole: bool = False, looped=None, source=None):
+    def __init__(self, images_fn, clean, cfg: ObjectiveConfig, whole: bool = False, looped=None, bound=None):
         self._images, self._clean, self.cfg, self.whole = images_fn, clean, cfg, whole
-        self.source = source  # the model or recon_fn scored (gradient attacks differentiate it)
+        # what is scored, as (graphdef, weights) of an NNX model (the weights on the mesh
+        # when there is one) or (recon_fn, None): gradient attacks differentiate it
+        self.bound = bound
         self._looped = looped  # (batch, candidates, chunk) -> Scores: chunks inside one call
 
     def __call__(self, batch, candidates) -> Scores:
@@ -415,11 +428,9 @@ class Scorer:
         if self._looped is not None:
             return self._looped(batch, candidates, size)
         batch["u_clean"] = _undersample_batch(batch)  # once per slice, not per chunk
-        idx = _pad_to_chunks(jnp.repeat(jnp.arange(b), k), size)
-        flat = jax.tree.map(lambda a: _pad_to_chunks(a, size), _flat(candidates))
-        parts = [self._images(batch, idx[i:i + size], jax.tree.map(lambda a, i=i: a[i:i + size], flat))
-                 for i in range(0, idx.shape[0], size)]
-        return Scores(*(jnp.concatenate(p)[:n].reshape(b, k) for p in zip(*parts, strict=True)))
+        scores = call_in_chunks(lambda idx, cand: self._images(batch, idx, cand), size, n,
+                                jnp.repeat(jnp.arange(b), k), _flat(candidates))
+        return Scores(*(a.reshape(b, k) for a in scores))
 
     def clean_output(self, batch) -> jax.Array:
         return self._clean(_device_batch(batch))
@@ -450,12 +461,12 @@ def make_scorer(model_or_fn, cfg: ObjectiveConfig = ATTACK, mesh=None) -> Scorer
                 return _score_model(graphdef, state, batch, cand, cfg, chunk)
         return Scorer(lambda batch, idx, cand: _images_model(graphdef, state, batch, idx, cand, cfg),
                       lambda batch: _clean_model(graphdef, state, batch), cfg, whole=mesh is not None,
-                      looped=looped, source=model_or_fn)
+                      looped=looped, bound=(graphdef, state))
     if not callable(model_or_fn):
         raise ConfigError(f"expected an NNX model with .reconstruct or a recon_fn, got {type(model_or_fn)}")
     return Scorer(lambda batch, idx, cand: _images_fn(model_or_fn, batch, idx, cand, cfg),
                   lambda batch: _clean_fn(model_or_fn, batch), cfg, whole=mesh is not None,
-                  source=model_or_fn)
+                  bound=(model_or_fn, None))
 
 
 def _device_batch(batch):

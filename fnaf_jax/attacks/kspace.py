@@ -34,7 +34,7 @@ from fnaf_jax import features
 from fnaf_jax import objective as O
 from fnaf_jax.attacks.config import DEFAULT_ATTACK, AttackConfig
 from fnaf_jax.attacks.random_search import draw
-from fnaf_jax.gradients import bind, recon_of
+from fnaf_jax.gradients import recon_of
 from fnaf_jax.physics import center_crop, ifft2c
 
 METHODS = ("kspace-pgd", "hallucinate")
@@ -138,24 +138,17 @@ class _Runner:
     """The chunked calls of one batch: n = B * E images (slice ``idx``, feature ``d``)."""
 
     def __init__(self, scorer, batch, idx, d, reg, cfg: AttackConfig, method: str):
-        self.static, self.state = bind(scorer.source)
+        self.static, self.state = scorer.bound
         self.batch, self.idx, self.d, self.reg, self.cfg, self.method = batch, idx, d, reg, cfg, method
         n = idx.shape[0]
         self.n, self.size = n, (n if scorer.whole else O.images_per_call(cfg.objective, n))
 
     def __call__(self, er, ei, with_grad: bool):
-        size, n = self.size, self.n
+        def call(*chunk):
+            return _chunk(self.static, self.state, self.batch, *chunk, self.cfg.objective, self.method,
+                          self.cfg.kspace_target, with_grad)
 
-        def pad(a):
-            return O._pad_to_chunks(a, size)
-
-        arrays = [pad(a) for a in (self.idx, er, ei, self.d, self.reg)]
-        parts = [_chunk(self.static, self.state, self.batch, *(a[i:i + size] for a in arrays),
-                        self.cfg.objective, self.method, self.cfg.kspace_target, with_grad)
-                 for i in range(0, arrays[0].shape[0], size)]
-        values = tuple(jnp.concatenate([p[0][j] for p in parts])[:n] for j in range(5))
-        grads = None if not with_grad else tuple(jnp.concatenate([p[1][j] for p in parts])[:n] for j in range(2))
-        return values, grads
+        return O.call_in_chunks(call, self.size, self.n, self.idx, er, ei, self.d, self.reg)
 
 
 def kspace_attack(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK, method: str = "kspace-pgd",
