@@ -16,6 +16,7 @@ its 95% interval and a verdict ("holds": PGD stronger, "does not hold": weaker).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def main() -> int:
                 files.append(out)
             for method, target in KSPACE:
                 out = args.out / f"{name}_{acc}x_{method}.jsonl"
-                kcfg = AttackConfig(**{**cfg.__dict__, "kspace_target": target})
+                kcfg = dataclasses.replace(cfg, kspace_target=target)
                 attack_folder(AttackJob(data=args.data, out=str(out), checkpoint=ckpt, method=method, mask=spec,
                                         attack=kcfg, batch_size=args.batch_size, limit=args.kspace_limit, name=name))
                 files.append(out)

@@ -147,6 +147,13 @@ def pinned_prng():
     return jax.threefry_partitionable(True)
 
 
+def stream_keys(keys, stream: int):
+    """Per-sample keys (B,) folded with ``stream``: each search draws from its own stream of
+    a slice's key (FD's start is not RS's first candidate), the same under any JAX setting."""
+    with pinned_prng():
+        return jax.vmap(lambda key: jax.random.fold_in(key, stream))(keys)
+
+
 def sample(key, batch_size: int, k: int, cfg: FeatureConfig = DEFAULT_FEATURES, *, lo=None, hi=None) -> Candidates:
     """Draw ``k`` candidate features for each of ``batch_size`` samples.
 

@@ -39,7 +39,7 @@ from fnaf_jax import features as F
 from fnaf_jax import stats
 from fnaf_jax.attacks.config import DEFAULT_ATTACK, AttackConfig
 from fnaf_jax.attacks.random_search import draw
-from fnaf_jax.attacks.runner import make_batch, slice_key
+from fnaf_jax.attacks.runner import batch_keys, make_batch
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.fileio import atomic_path, exclusive_lock, write_text
 from fnaf_jax.masks import MaskSpec
@@ -147,10 +147,6 @@ def _batches(items, size):
         yield chunk + [chunk[-1]] * (size - len(chunk)), len(chunk)
 
 
-def _keys(seed, batch):
-    return jnp.stack([slice_key(seed, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
-
-
 def _run_sweep(name, scorer, items, cfg: ProfileConfig, shape, bar) -> list[dict]:
     """The points of one sweep: ``[{"sweep", "value", ...summary}]``."""
     a = cfg.attack
@@ -161,7 +157,7 @@ def _run_sweep(name, scorer, items, cfg: ProfileConfig, shape, bar) -> list[dict
         scored = _Scored()
         for chunk, real in _batches(items, cfg.batch_size):
             batch = make_batch(chunk, spec, shape)
-            cands = make(batch, _keys(cfg.seed, batch))
+            cands = make(batch, batch_keys(cfg.seed, batch))
             scored.add(scorer(batch, cands), batch["fname"], real)
             bar.update(real)
         return scored

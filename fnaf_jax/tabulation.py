@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from fnaf_jax import stats
+from fnaf_jax.attacks.records import kspace_hit
 from fnaf_jax.errors import DataError
 
 
@@ -141,9 +142,9 @@ def summarize_kspace(records: list[dict]) -> list[dict]:
     rows = [{"eps": 0.0, **{name: mean_ci(col([r["clean"].get(name) for r in records]), groups)
                             for name in ("nmse", "loss", other)}}]
     if records[0].get("hit") is not None:
-        threshold = records[0].get("shown_threshold", 0.5)
-        clean_hits = [(v is not None and (v >= threshold if other == "shown" else v > r.get("gamma", 1e-3)))
-                      for r, v in ((r, r["clean"].get("shown" if other == "shown" else "loss")) for r in records)]
+        scored = "shown" if other == "shown" else "loss"
+        clean_hits = [kspace_hit(r["method"], r["clean"].get(scored), r.get("gamma", 1e-3),
+                                 r.get("shown_threshold", 0.5)) for r in records]
         rows[0]["hit_rate"] = rate(sum(clean_hits), len(records))
     for j, e in enumerate(eps):
         row = {"eps": float(e), **{name: mean_ci(col([r[name][j] for r in records]), groups)

@@ -16,7 +16,7 @@ from fnaf_jax import features as F
 from fnaf_jax import objective as O
 from fnaf_jax.attacks.config import AttackConfig
 from fnaf_jax.attacks.random_search import draw
-from fnaf_jax.attacks.runner import make_batch, slice_key
+from fnaf_jax.attacks.runner import batch_keys, make_batch
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.profile import (
     ProfileConfig,
@@ -52,7 +52,7 @@ def test_location_heatmap_of_a_quadrant_eraser_and_points_equal_direct_calls(tmp
         assert 0.0 <= p["hit_rate"]["lo"] <= p["hit_rate"]["pct"] <= p["hit_rate"]["hi"] <= 100.0
     # the contrast points, recomputed by direct calls on the same features
     batch = make_batch(ITEMS, _spec(1), (64, 64))
-    keys = jnp.stack([slice_key(0, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
+    keys = batch_keys(0, batch)
     base = draw(keys, jnp.asarray(batch["target_raw"]), 1, FEATURES)
     for point, c in zip(res["sweeps"]["contrast"], (0.2, 1.0), strict=True):
         cands = base._replace(values=jnp.full_like(base.values, c * float(Y0.max() - Y0.min())))

@@ -28,8 +28,7 @@ _FD_STREAM = 0x4644  # "FD": FD's starting feature comes from its own key stream
 
 def start_keys(keys):
     """Per-sample keys of FD's starting feature, apart from the RS draw of the same slice."""
-    with features.pinned_prng():
-        return jax.vmap(lambda key: jax.random.fold_in(key, _FD_STREAM))(keys)
+    return features.stream_keys(keys, _FD_STREAM)
 
 
 def _at(base: features.Candidates, points) -> features.Candidates:

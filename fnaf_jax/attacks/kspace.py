@@ -99,11 +99,6 @@ def _chunk(static, state, batch, idx, er, ei, d, reg, cfg, method, target, with_
     return values, grads
 
 
-def _start_keys(keys):
-    with features.pinned_prng():
-        return jax.vmap(lambda key: jax.random.fold_in(key, _STREAM))(keys)
-
-
 @functools.partial(jax.jit, static_argnames="height")
 def sphere(keys, masks, radius, height: int):
     """Random complex perturbations on the sampled columns, of norm ``radius``, one key
@@ -160,7 +155,7 @@ def kspace_attack(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK, metho
     b, h, w = y.shape
     eps = jnp.asarray(cfg.eps, jnp.float32)
     e = eps.shape[0]
-    skeys = _start_keys(keys)
+    skeys = features.stream_keys(keys, _STREAM)
     if feature is None:
         feature = draw(skeys, y, 1, cfg.features)
     batch = O._device_batch(batch)

@@ -38,8 +38,7 @@ _PGD_STREAM = 0x504744  # "PGD": its starts come from their own key stream
 
 def start_keys(keys):
     """Per-sample keys of the starting features, apart from RS's and FD's draws."""
-    with features.pinned_prng():
-        return jax.vmap(lambda key: jax.random.fold_in(key, _PGD_STREAM))(keys)
+    return features.stream_keys(keys, _PGD_STREAM)
 
 
 def _read(grid, pix):
@@ -62,7 +61,7 @@ def location_gradient(grad, cands: features.Candidates):
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def _step(cands: features.Candidates, point, grad, lo, hi, frac, cfg: AttackConfig):
+def ascent_step(cands: features.Candidates, point, grad, lo, hi, frac, cfg: AttackConfig):
     """One projected ascent step (module docstring); ``frac`` anneals the step sizes."""
     g_loc = location_gradient(grad, cands)
     norm = jnp.linalg.norm(g_loc, axis=-1, keepdims=True)
@@ -104,7 +103,7 @@ def pgd(scorer, batch, keys, cfg: AttackConfig = DEFAULT_ATTACK, start: features
         if trace is not None:
             trace.append(cands)
         _, grad = grad_fn(batch, cands, cfg.pgd_sigma * frac)
-        cands, point = _step(cands, point, grad, lo, hi, jnp.float32(frac), cfg)
+        cands, point = ascent_step(cands, point, grad, lo, hi, jnp.float32(frac), cfg)
     if trace is not None:
         trace.append(cands)
     return summarize(scorer(batch, cands), cands, cfg)

@@ -64,6 +64,14 @@ def attack_record(result: AttackResult, i: int, batch: dict, *, method: str, spe
     }
 
 
+def kspace_hit(method: str, value, gamma: float, shown_threshold: float) -> bool:
+    """A k-space attack's hit: shown fraction >= threshold for hallucinations, the feature's
+    Eq. 5 loss > gamma otherwise (``value`` the one that applies; None: no hit)."""
+    if value is None:
+        return False
+    return value >= shown_threshold if method == "hallucinate" else value > gamma
+
+
 def kspace_record(result, i: int, batch: dict, *, method: str, spec: MaskSpec, cfg: AttackConfig,
                   extra: dict) -> dict:
     """The JSON record of slice ``i`` of a k-space attack (``attacks.kspace``): the common
@@ -76,18 +84,15 @@ def kspace_record(result, i: int, batch: dict, *, method: str, spec: MaskSpec, c
     other = "shown" if halluc else "lost"
     per = {name: [_num(v) for v in np.asarray(getattr(result, name)[i])]
            for name in ("objective", "nmse", "loss", other, "ratio")}
-    if halluc:
-        hit = [v is not None and v >= cfg.shown_threshold for v in per["shown"]]
-    elif cfg.kspace_target == "feature":
-        hit = [v is not None and v > cfg.gamma for v in per["loss"]]
-    else:
-        hit = None
+    target = "feature" if halluc else cfg.kspace_target
+    hit = (None if target == "image" else
+           [kspace_hit(method, v, cfg.gamma, cfg.shown_threshold) for v in per["shown" if halluc else "loss"]])
     clean = dict(zip(("objective", "nmse", "loss", other), (_num(v) for v in np.asarray(result.clean[i])), strict=True))
     return {
         "file": batch["fname"][i],
         "slice": batch["slice_num"][i],
         "method": method,
-        "target": "feature" if halluc else cfg.kspace_target,
+        "target": target,
         "acceleration": spec.acceleration,
         "center_fraction": spec.fraction(),
         "mask_type": spec.mask_type,

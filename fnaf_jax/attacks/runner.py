@@ -73,6 +73,11 @@ def slice_key(seed: int, fname: str, slice_num: int) -> jax.Array:
         return jax.random.fold_in(jax.random.key(seed), tag)
 
 
+def batch_keys(seed: int, batch: dict) -> jax.Array:
+    """The ``slice_key`` of every slice of a host batch (``make_batch``), stacked (B,)."""
+    return jnp.stack([slice_key(seed, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
+
+
 def make_batch(items: list[dict], spec: MaskSpec, image_shape) -> dict:
     """Host batch for the attacks: ``target_raw``, FNAF ``mask`` (B, W), ``metadata``, names."""
     ys, masks, metas = [], [], []
@@ -214,7 +219,7 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             real = len(items)
             items += [items[-1]] * (batch_size - real)  # fixed batch shape: one compilation
             batch = make_batch(items, spec, cfg.features.image_shape)
-            keys = jnp.stack([slice_key(seed, f, s) for f, s in zip(batch["fname"], batch["slice_num"], strict=True)])
+            keys = batch_keys(seed, batch)
             device_batch, keys = _shard(batch, keys, mesh)
             result = attack(scorer, device_batch, keys, cfg)
             result = _fetch(result)

@@ -107,10 +107,6 @@ class RobustTask:
         lo, hi = features.intensity_range(y)
         n = self.worst_of if self.mode == "worst-of-k" else SPARES
         cands = features.sample(key, y.shape[0], n, self.features, lo=lo, hi=hi)
-
-        def frozen(u, mask, metadata):
-            return jax.lax.stop_gradient(model.reconstruct(u, mask, metadata))
-
         if self.mode != "worst-of-k":
             ok = information_preserved(fb, cands) >= self.ip_threshold
             index = jnp.argmax(ok, axis=-1)  # the first accepted draw
@@ -120,27 +116,30 @@ class RobustTask:
                 valid = valid & (information_preserved(fb, chosen)[:, 0] >= self.ip_threshold)
             return chosen, valid
 
+        def frozen(u, mask, metadata):
+            return jax.lax.stop_gradient(model.reconstruct(u, mask, metadata))
+
         loss, ip = score(frozen, fb, cands, ATTACK)
         index, accepted = worst_of_k(loss, ip, self.ip_threshold)
         return take_candidate(cands, index), accepted
 
     def _ascend_feature(self, model, fb, cands, lo, hi):
         """``adv_steps`` steps of the gradient attack (``attacks.pgd``) from ``cands`` (B, 1)."""
-        from fnaf_jax.attacks.pgd import _step
+        from fnaf_jax.attacks.pgd import ascent_step
         from fnaf_jax.gradients import sensitivity
 
         cfg = AttackConfig(features=self.features, pgd_steps=self.adv_steps)
-        params_free = jax.lax.stop_gradient  # the search sees the weights as constants
+        stop = jax.lax.stop_gradient  # the search sees the weights as constants
         state = {**fb, "u_clean": undersample(fb["target_raw"], fb["mask"])}
-        state["clean_output"] = params_free(O.clean_outputs(model.reconstruct, fb))
+        state["clean_output"] = stop(O.clean_outputs(model.reconstruct, fb))
         b = cands.location.shape[0]
         point = cands.location.astype(jnp.float32)
         for t in range(self.adv_steps):
             frac = (self.adv_steps - t) / self.adv_steps
             _, grad = sensitivity(model.reconstruct, state, jnp.arange(b), O._flat(cands), cfg.pgd_sigma * frac,
                                   ATTACK, cfg.objective.radius + 2 * cfg.pgd_sigma)
-            cands, point = _step(cands, point, params_free(grad)[:, None], lo, hi, jnp.float32(frac), cfg)
-        return jax.tree.map(params_free, cands)
+            cands, point = ascent_step(cands, point, stop(grad)[:, None], lo, hi, jnp.float32(frac), cfg)
+        return jax.tree.map(stop, cands)
 
     def _noisy_term(self, model, fb, key):
         """Whole-image MSE (z-scored) of the output for k-space plus noise (jitter) or plus
@@ -158,20 +157,20 @@ class RobustTask:
         whole = ObjectiveConfig(alpha=1.0, beta=0.0)
         zeros = jnp.zeros_like(y)
         idx = jnp.arange(b)
-        clean = jax.lax.stop_gradient(O.clean_outputs(model.reconstruct, fb))
 
-        def mse(er, ei, recon):
+        def mse(er, ei):  # no controls: the term needs no no-feature output
             u = u0 + ifft2c(mask[:, None, :] * (er + 1j * ei))
-            out = O.forward_images(recon, y, mask, fb.get("metadata"), u, idx, zeros, zeros.astype(bool), clean)
+            out = O.forward_images(model.reconstruct, y, mask, fb.get("metadata"), u, idx, zeros,
+                                   zeros.astype(bool))
             return O.fnaf_loss(out["output"], out["target"], out["region"], whole)
 
-        if self.mode == "kspace-adv":  # the search's result is a constant of the step
+        if self.mode == "kspace-adv":
             for _ in range(self.adv_steps):
-                gr, gi = jax.grad(lambda a, c: mse(a, c, model.reconstruct).sum(), argnums=(0, 1))(er, ei)
-                er, ei = ascend(er, ei, jax.lax.stop_gradient(gr), jax.lax.stop_gradient(gi), radius,
-                                jnp.float32(0.5))
+                gr, gi = jax.grad(lambda a, c: mse(a, c).sum(), argnums=(0, 1))(er, ei)
+                er, ei = ascend(er, ei, gr, gi, radius, jnp.float32(0.5))
+            # the search's result is a constant of the step: no gradient through it
             er, ei = jax.lax.stop_gradient(er), jax.lax.stop_gradient(ei)
-        return mse(er, ei, model.reconstruct).mean()
+        return mse(er, ei).mean()
 
     def loss(self, model, batch, key):
         clean, aux = self.base_task.loss(model, batch, key)
