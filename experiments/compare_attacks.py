@@ -20,7 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from fnaf_jax.attacks.config import AttackConfig, passes
+from fnaf_jax.attacks.config import BACKWARD_COST, AttackConfig, forward_equivalents
 from fnaf_jax.attacks.records import read_records
 from fnaf_jax.attacks.runner import AttackJob, attack_folder
 from fnaf_jax.masks import MaskSpec
@@ -30,12 +30,6 @@ from fnaf_jax.tabulation import fmt_mean, fmt_rate, paired, summarize_records
 
 FNAF_METHODS = ("rs", "fd", "pgd")
 KSPACE = (("kspace-pgd", "feature"), ("hallucinate", "feature"))
-FORWARD_EQUIVALENT = 1.77  # backward / forward cost, benchmarks/gradient_attack.py (U-Net chans 8, CPU)
-
-
-def _budget(method: str, cfg: AttackConfig) -> float:
-    spent = passes(method, cfg)
-    return spent["forward"] + FORWARD_EQUIVALENT * spent["backward"]
 
 
 def main() -> int:
@@ -78,7 +72,7 @@ def main() -> int:
 def write_comparison(out: Path, models: dict, accs, cfg: AttackConfig) -> None:
     lines = ["# PGD vs RS vs FD on the same slices", "",
              "Budgets per slice in forward-equivalents (a backward pass costs "
-             f"{FORWARD_EQUIVALENT} forwards): " + ", ".join(f"{m.upper()} {_budget(m, cfg):.1f}"
+             f"{BACKWARD_COST} forwards): " + ", ".join(f"{m.upper()} {forward_equivalents(m, cfg):.1f}"
                                                             for m in FNAF_METHODS) + ".", "",
              ("| model | acc | method | attack rate [95% CI] (hits / accepted) | mean worst loss [95% CI] | "
              "feature-lost fraction [95% CI] |"), "|---|---|---|---|---|---|"]

@@ -95,6 +95,34 @@ def kspace_curves(groups: dict, path) -> dict | None:
     return {"file": Path(path).name, "runs": len(groups)}
 
 
+def defense_tradeoff(panels: dict[str, list[dict]], path) -> dict | None:
+    """One panel per attack: each model's clean SSIM (x) against its feature-lost or shown
+    fraction under that attack (y, with the 95% interval), labelled by model. ``panels``:
+    {attack label: [{"label", "ssim", "fraction": mean_ci dict, "fraction_name"}]}."""
+    panels = {k: v for k, v in panels.items() if v}
+    if not panels:
+        return None
+    plt = _plt()
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (title, points) in zip(axes.flat, panels.items(), strict=False):
+        for pt in points:
+            m = pt["fraction"]
+            ax.errorbar([pt["ssim"]], [m["mean"]], yerr=[[m["mean"] - m["lo"]], [m["hi"] - m["mean"]]],
+                        marker="o", ms=4, capsize=2)
+            ax.annotate(pt["label"], (pt["ssim"], m["mean"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("clean SSIM")
+        ax.set_ylabel(f"{points[0]['fraction_name']} fraction")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return {"file": Path(path).name, "panels": len(panels)}
+
+
 _SWEEP_LABELS = {"size": "feature size (pixels)", "contrast": "contrast (fraction of the slice's range)",
                  "acceleration": "acceleration"}
 

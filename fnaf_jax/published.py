@@ -8,7 +8,10 @@ from __future__ import annotations
 
 MODEL_NAMES = {"unet": "U-Net", "cleanft": "U-Net + clean fine-tune", "robust": "FNAF-robust U-Net",
                "robust_wk": "FNAF-robust U-Net (worst of k)", "irim": "i-RIM",
-               "zero-filled": "zero-filled input"}
+               "zero-filled": "zero-filled input",
+               # the defenses preset's fine-tunes (fnaf train --robust MODE)
+               "robust_pgd": "PGD-adversarial U-Net", "jitter": "jittered U-Net",
+               "kspace_adv": "k-space adversarial U-Net"}
 
 PUBLISHED = {
     "table1_ssim": {("unet", 4): 0.7213, ("irim", 4): 0.7501, ("robust", 4): 0.7197},

@@ -159,45 +159,75 @@ def _key(record: dict) -> tuple[str, int]:
     return record["file"], int(record["slice"])
 
 
-def paired(first: list[dict], second: list[dict]) -> dict:
-    """``first`` vs ``second`` on the slices both attacked (same slices, masks and, for the
-    same seed and method, the same candidate features).
-
-    Hits are compared on slices accepted in both: exact McNemar and the rate difference
-    (first - second, points) with a bootstrap interval over volumes. Worst loss and the
-    chosen feature's lost fraction: mean difference with a volume bootstrap interval and
-    the Wilcoxon signed-rank p-value.
-    """
+def _pairs(first: list[dict], second: list[dict]) -> list[tuple[dict, dict]]:
+    """Records of the same slice in both runs, in ``first``'s order."""
     b_by_key = {_key(r): r for r in second}
     pairs = [(a, b_by_key[_key(a)]) for a in first if _key(a) in b_by_key]
     if not pairs:
         raise DataError("paired comparison: the two runs share no slice")
-    both = [(a, b) for a, b in pairs if a["accepted"] and b["accepted"]]
-    groups = [a["file"] for a, _ in both]
-    ha = np.array([bool(a["hit"]) for a, _ in both])
-    hb = np.array([bool(b["hit"]) for _, b in both])
-    diff_hit = 100.0 * (ha.astype(float) - hb.astype(float))
-    rate_diff = mean_ci(diff_hit, groups)
+    return pairs
+
+
+def paired_hits(ha, hb, groups) -> dict:
+    """Paired hit indicators (first, second): hits only in one of them, the exact McNemar p
+    and the rate difference (first - second, points) with the wider of a volume-bootstrap
+    and Newcombe's paired interval."""
+    ha, hb = np.asarray(ha, bool), np.asarray(hb, bool)
+    rate_diff = mean_ci(100.0 * (ha.astype(float) - hb.astype(float)), groups)
     counts = (int((ha & hb).sum()), int((ha & ~hb).sum()), int((~ha & hb).sum()), int((~ha & ~hb).sum()))
     n_lo, n_hi = stats.newcombe_paired(*counts)
     if not math.isnan(n_lo):
         lo, hi = rate_diff["lo"], rate_diff["hi"]
         rate_diff["lo"] = 100.0 * n_lo if math.isnan(lo) else min(lo, 100.0 * n_lo)
         rate_diff["hi"] = 100.0 * n_hi if math.isnan(hi) else max(hi, 100.0 * n_hi)
-    out = {
-        "pairs": len(pairs),
-        "both_accepted": len(both),
-        "volumes": len(set(groups)),
-        "only_first_hit": int((ha & ~hb).sum()),
-        "only_second_hit": int((~ha & hb).sum()),
-        "mcnemar_p": stats.mcnemar_exact(int((ha & ~hb).sum()), int((~ha & hb).sum())),
-        "rate_difference": rate_diff,
-    }
-    for name, field in (("worst_loss", "worst_loss"), ("lost_fraction", "lost_fraction")):
-        d = np.array([_diff(a.get(field), b.get(field)) for a, b in both])
-        out[f"{name}_difference"] = {**mean_ci(d, groups), "wilcoxon_p": stats.wilcoxon(d)["p"],
-                                     "first_higher": int(np.sum(d > 0)), "second_higher": int(np.sum(d < 0))}
+    return {"only_first_hit": counts[1], "only_second_hit": counts[2],
+            "mcnemar_p": stats.mcnemar_exact(counts[1], counts[2]), "rate_difference": rate_diff}
+
+
+def paired_mean(d, groups) -> dict:
+    """Mean of paired differences with its volume-bootstrap interval, the Wilcoxon p and
+    how many pairs lean each way."""
+    d = np.asarray(d, np.float64)
+    return {**mean_ci(d, groups), "wilcoxon_p": stats.wilcoxon(d)["p"],
+            "first_higher": int(np.sum(d > 0)), "second_higher": int(np.sum(d < 0))}
+
+
+def paired(first: list[dict], second: list[dict]) -> dict:
+    """``first`` vs ``second`` on the slices both attacked (same slices, masks and, for the
+    same seed and method, the same candidate features).
+
+    Hits are compared on slices accepted in both (``paired_hits``). Worst loss and the
+    chosen feature's lost fraction: ``paired_mean`` of first - second.
+    """
+    pairs = _pairs(first, second)
+    both = [(a, b) for a, b in pairs if a["accepted"] and b["accepted"]]
+    groups = [a["file"] for a, _ in both]
+    out = {"pairs": len(pairs), "both_accepted": len(both), "volumes": len(set(groups)),
+           **paired_hits([a["hit"] for a, _ in both], [b["hit"] for _, b in both], groups)}
+    for name in ("worst_loss", "lost_fraction"):
+        out[f"{name}_difference"] = paired_mean([_diff(a.get(name), b.get(name)) for a, b in both], groups)
     return out
+
+
+def paired_kspace(first: list[dict], second: list[dict]) -> list[dict]:
+    """Two k-space runs of one method (same eps list) on the slices both attacked, one row
+    per eps: hits (``paired_hits``; none for the image target), the lost (feature target)
+    or shown (hallucinations) fraction and the NMSE, each ``paired_mean`` of first - second."""
+    pairs = _pairs(first, second)
+    eps = pairs[0][0]["eps"]
+    if any(a["eps"] != eps or b["eps"] != eps for a, b in pairs):
+        raise DataError("paired k-space comparison: the runs use different eps lists")
+    other = "shown" if pairs[0][0]["method"] == "hallucinate" else "lost"
+    groups = [a["file"] for a, _ in pairs]
+    rows = []
+    for j, e in enumerate(eps):
+        row = {"eps": float(e), "pairs": len(pairs), "volumes": len(set(groups)), "fraction": other}
+        if pairs[0][0].get("hit") is not None:
+            row.update(paired_hits([a["hit"][j] for a, _ in pairs], [b["hit"][j] for _, b in pairs], groups))
+        for name in (other, "nmse"):
+            row[f"{name}_difference"] = paired_mean([_diff(a[name][j], b[name][j]) for a, b in pairs], groups)
+        rows.append(row)
+    return rows
 
 
 def _diff(a, b) -> float:

@@ -26,13 +26,13 @@ def make_layout(out: Path, preset: StudyPreset, data: Path | None) -> st.Layout:
 
 
 def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str]) -> Stage:
-    from fnaf_jax.study import figure_set, results, summary
+    from fnaf_jax.study import defenses, figure_set, results, summary
 
     accs = st.eval_accs(preset)
     models = st.model_names(preset)
 
     def run():
-        res = results.gather(layout, accs, [*models, st.BASELINE], st.METHODS)
+        res = results.gather(layout, accs, [*models, st.BASELINE], preset.attack.methods)
         layout.tables.mkdir(parents=True, exist_ok=True)
         write_text(layout.tables / "results.json", json.dumps(
             {k: {str(m): v for m, v in tree.items()} for k, tree in res.items()},
@@ -40,6 +40,9 @@ def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str])
         if layout.figures.exists():  # no stale figures of an earlier configuration
             shutil.rmtree(layout.figures)
         figs = figure_set.make_figures(layout, preset, accs)
+        figs["defenses"] = [str((layout.figures / f"{acc}x" / "defenses.png").relative_to(layout.out))
+                            for acc in accs if defenses.tradeoff_figure(
+                                res, acc, preset.attack.methods, layout.figures / f"{acc}x" / "defenses.png")]
         t4 = layout.tables / "table4" / "table4.md"
         timings = {name: sec for name, sec in stage_timings(layout.out).items() if name in stage_names}
         notes = [f"Data: `{layout.data_root}` ({layout.train_split} / {layout.val_split}).",
@@ -49,9 +52,14 @@ def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str])
         summary.write_study_report(layout.out, res, preset, figs,
                                    t4.read_text() if t4.is_file() else None, timings, notes)
 
-    after = [f"attack_{m}" for m in [*models, st.BASELINE]] + ["evaluate", "transfer", "table4"]
-    return Stage("report", run, {"version": 1, "figures": preset.figure_examples}, outputs=[],
+    after = [f"attack_{m}" for m in [*models, st.BASELINE]] + ["evaluate", *transfer_after(preset), "table4"]
+    return Stage("report", run, {"version": 2, "figures": preset.figure_examples}, outputs=[],
                  after=after, weight=st.PRIOR_RATES["report"], kind="report")
+
+
+def transfer_after(preset: StudyPreset) -> list[str]:
+    """["transfer"] when the study has an i-RIM and random search to transfer, else []."""
+    return ["transfer"] if "irim" in st.model_names(preset) and "rs" in preset.attack.methods else []
 
 
 def build_pipeline(preset: StudyPreset, out, data=None, irim_checkpoint=None, annotations=None,
@@ -69,12 +77,13 @@ def build_pipeline(preset: StudyPreset, out, data=None, irim_checkpoint=None, an
             raise ConfigError(f"preset {preset.name!r} converts the released i-RIM: give "
                               f"--irim-checkpoint PT (got {irim_checkpoint})")
         stages.append(st.convert_irim_stage(layout, Path(irim_checkpoint).absolute()))
-    else:
+    elif "irim" in models:
         stages.append(st.train_stage(layout, preset, "irim"))
     stages += [st.reconstruct_stage(layout, preset, m) for m in models]
     stages.append(st.evaluate_stage(layout, preset))
     stages += [st.attack_stage(layout, preset, m) for m in [*models, st.BASELINE]]
-    stages.append(st.transfer_stage(layout, preset))
+    if transfer_after(preset):
+        stages.append(st.transfer_stage(layout, preset))
     stages.append(st.table4_stage(layout, preset, Path(annotations) if annotations else None))
     stages.append(report_stage(layout, preset, [s.name for s in stages]))
     return Pipeline(out, stages, log=log)

@@ -91,12 +91,12 @@ def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robus
 def make_figures(layout, preset, accs) -> dict[str, list[str]]:
     """All figures; returns {"figure1": [paths relative to the study folder], ...}."""
     from fnaf_jax.report import ReportConfig, make_report
-    from fnaf_jax.study.stages import BASELINE, METHODS, model_names
+    from fnaf_jax.study.stages import BASELINE, model_names
 
     found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": []}
     for acc in accs:
         models = [*model_names(preset), BASELINE]
-        files = [layout.attack(m, acc, k) for m in models for k in METHODS] + [layout.transfer(acc)]
+        files = [layout.attack(m, acc, k) for m in models for k in preset.attack.methods] + [layout.transfer(acc)]
         files = [str(f) for f in files if f.is_file()]
         if not files:
             continue

@@ -19,7 +19,7 @@ from fnaf_jax.errors import ConfigError
 from fnaf_jax.features import FeatureConfig
 from fnaf_jax.masks import MaskSpec
 from fnaf_jax.objective import ObjectiveConfig
-from fnaf_jax.train.config import TrainConfig
+from fnaf_jax.train.config import ROBUST_MODES, TrainConfig
 
 # inside the package, so a plain (non-editable) install can run them
 PRESET_DIR = Path(__file__).resolve().parent / "preset_files"
@@ -56,11 +56,16 @@ class MasksSection:
     eval: tuple[MaskSpec, ...] = ()
 
 
+#: attack methods a study may run on every model (``fnaf attack --method``)
+STUDY_METHODS = ("rs", "fd", "pgd", "kspace-pgd", "hallucinate")
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackSection:
     config: AttackConfig
     batch_size: int = 8  # slices per compiled call
     limit: int | None = None  # attack only the first N validation slices
+    methods: tuple[str, ...] = ("rs", "fd")  # run on every trained model (the baseline: rs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +76,7 @@ class StudyPreset:
     data: DataSection
     masks: MasksSection
     train: dict  # model -> TrainConfig overrides (the data and masks fields are the study's)
-    irim_source: str  # "train" (a small i-RIM) or "convert" (the released one, --irim-checkpoint)
+    irim_source: str  # "train" (a small i-RIM), "convert" (the released one) or "none"
     attack: AttackSection
     figure_examples: int = 4
     raw: dict = dataclasses.field(default_factory=dict, compare=False)  # the JSON as read
@@ -79,8 +84,13 @@ class StudyPreset:
     def models(self) -> list[str]:
         """The trained models: the U-Net, the budget-matched clean fine-tune (unless
         ``clean_finetune`` is false), the FNAF-robust U-Net, the worst-of-k variant (when
-        the preset has ``robust_wk``) and the i-RIM."""
+        the preset has ``robust_wk``), the preset's ``defenses`` (fine-tunes of the U-Net
+        with another ``--robust MODE``) and the i-RIM (unless its source is "none")."""
         return list(self.train)
+
+    def fine_tunes(self) -> list[str]:
+        """The models that start from the trained U-Net (every model but it and the i-RIM)."""
+        return [m for m in self.train if m not in ("unet", "irim")]
 
 
 def _fields(cls) -> set[str]:
@@ -130,23 +140,49 @@ def _train_sections(path, preset: dict) -> dict:
     if preset.get("robust_wk"):
         wk = _training(f"{path}: robust_wk", {**robust, **preset["robust_wk"]}, "unet")
         sections["robust_wk"] = {**arch, **wk, "robust": True}
-    irim = {k: v for k, v in preset["irim"].items() if k != "source"}
-    sections["irim"] = {**_training(f"{path}: irim", irim, "irim"), "model": "irim"}
+    defenses = preset.get("defenses", {})
+    if not isinstance(defenses, dict):
+        raise ConfigError(f"{path}: defenses must be a JSON object of name -> training section")
+    taken = [n for n in defenses if n in (*sections, "irim", "zero-filled")]
+    if taken:
+        raise ConfigError(f"{path}: defenses.{taken[0]}: the name is taken by a study model; choose another")
+    for name, section in defenses.items():
+        where = f"{path}: defenses.{name}"
+        _check_keys(where, section, _fields(TrainConfig) - set(_STUDY_FIELDS) | {"robust"})
+        mode = section.get("robust")
+        if mode not in ROBUST_MODES:
+            raise ConfigError(f"{where}: robust must be one of {', '.join(ROBUST_MODES)}, got {mode!r}")
+        # budget-matched: the robust section's epochs, learning rate, batch and data
+        tuned = _training(where, {**robust, **{k: v for k, v in section.items() if k != "robust"}}, "unet")
+        sections[name] = {**arch, **tuned, "robust": mode}
+    if preset["irim"].get("source", "train") != "none":
+        irim = {k: v for k, v in preset["irim"].items() if k != "source"}
+        sections["irim"] = {**_training(f"{path}: irim", irim, "irim"), "model": "irim"}
     return sections
 
 
 def _attack(where: str, section: dict) -> AttackSection:
     feature_keys = ("num_pixels", "shape", "box_size")
     objective_keys = ("reduction", "max_images_per_call")
-    run_keys = ("batch_size", "limit")
+    run_keys = ("batch_size", "limit", "methods")
     known = (_fields(AttackConfig) - {"features", "objective"}) | set(feature_keys) | set(objective_keys) | set(run_keys)
     _check_keys(where, section, known)
-    pick = lambda keys: {k: section[k] for k in keys if k in section}
+    # JSON lists (eps) become tuples: the configs are frozen and hashed (jit static arguments)
+    pick = lambda keys: {k: tuple(section[k]) if isinstance(section[k], list) else section[k]
+                         for k in keys if k in section}
     attack_keys = _fields(AttackConfig) - {"features", "objective"}
     cfg = _build(where, AttackConfig, pick(attack_keys),
                  features=_build(where, FeatureConfig, pick(feature_keys)),
                  objective=_build(where, ObjectiveConfig, pick(objective_keys)))
-    run = _build(where, AttackSection, pick(run_keys), config=cfg)
+    run = pick(run_keys)
+    if "methods" in run:
+        methods = run["methods"]
+        bad = [m for m in methods if m not in STUDY_METHODS] if isinstance(methods, tuple) else [methods]
+        if bad or not methods:
+            raise ConfigError(f"{where}: methods must be a non-empty list of {', '.join(STUDY_METHODS)}"
+                              + (f"; got {bad[0]!r}" if bad else ""))
+        run["methods"] = tuple(dict.fromkeys(methods))
+    run = _build(where, AttackSection, run, config=cfg)
     if run.batch_size < 1 or (run.limit is not None and run.limit < 1):
         raise ConfigError(f"{where}: batch_size and limit must be >= 1 (limit may be null)")
     return run
@@ -159,10 +195,10 @@ def parse_preset(preset: dict, path: str) -> StudyPreset:
     missing = [s for s in SECTIONS if not isinstance(preset.get(s), dict)]
     if missing:
         raise ConfigError(f"{path}: preset lacks section(s) {missing}")
-    _check_keys(path, preset, (*SECTIONS, *INFO_KEYS, "robust_wk", "clean_finetune", "figures"))
+    _check_keys(path, preset, (*SECTIONS, *INFO_KEYS, "robust_wk", "clean_finetune", "figures", "defenses"))
     source = preset["irim"].get("source", "train")
-    if source not in ("train", "convert"):
-        raise ConfigError(f"{path}: irim.source must be 'train' or 'convert', got {source!r}")
+    if source not in ("train", "convert", "none"):
+        raise ConfigError(f"{path}: irim.source must be 'train', 'convert' or 'none', got {source!r}")
     masks = dict(preset["masks"])
     evals = masks.pop("eval", None)
     if not evals:

@@ -4,8 +4,10 @@
   per-volume SSIM kept for paired differences;
 - Tables 2 and 3 from the attack JSONL files (``fnaf_jax.tabulation.summarize_records``,
   the same tabulation as ``fnaf report``);
+- k-space curves (``tabulation.summarize_kspace``) of the k-space methods;
 - paired comparisons (``tabulation.paired``) of the models the findings compare, on the
-  same slices and, with one seed, the same candidate features;
+  same slices and, with one seed, the same candidate features, and of every defense
+  against the budget-matched clean fine-tune for every method (``defense_pairs``);
 - transfer rates with P(target hit | source hit) (``tabulation.transfer_summary``).
 """
 
@@ -17,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from fnaf_jax.errors import DataError
-from fnaf_jax.tabulation import mean_ci, paired, summarize_records, transfer_summary
+from fnaf_jax.tabulation import (
+    KSPACE_METHODS,
+    mean_ci,
+    paired,
+    paired_kspace,
+    summarize_kspace,
+    summarize_records,
+    transfer_summary,
+)
 
 #: model pairs the findings compare (first - second)
 PAIRS = (("unet", "robust"), ("cleanft", "robust"), ("unet", "cleanft"), ("robust", "robust_wk"),
@@ -56,9 +66,26 @@ def ssim_difference(first: dict, second: dict) -> dict | None:
     return mean_ci(np.array([a[n] - b[n] for n in names]), names)
 
 
+def defense_pairs(records: dict, acc: int, models, methods, reference: str = "cleanft") -> dict:
+    """{model: {method: reference - model}} for every fine-tune beside the budget-matched
+    clean fine-tune, paired on the same slices (``paired`` for the FNAF methods, one row per
+    eps of ``paired_kspace`` for the k-space ones); empty without the reference."""
+    out: dict = {}
+    for model in models:
+        if model == reference:
+            continue
+        for method in methods:
+            ref, own = records.get((reference, acc, method)), records.get((model, acc, method))
+            if ref and own:
+                pair = paired_kspace if method in KSPACE_METHODS else paired
+                out.setdefault(model, {})[method] = pair(ref, own)
+    return out
+
+
 def gather(layout, accs, models, methods) -> dict:
     """The ``results`` dict of ``fnaf_jax.study.paper``."""
-    results: dict = {"table1": {}, "table2": {}, "transfer": {}, "paired": {}, "ssim_difference": {}}
+    results: dict = {"table1": {}, "table2": {}, "kspace": {}, "transfer": {}, "paired": {},
+                     "ssim_difference": {}, "defenses": {}, "defense_ssim": {}}
     records: dict = {}
     for model in models:
         for acc in accs:
@@ -69,7 +96,9 @@ def gather(layout, accs, models, methods) -> dict:
                 path = layout.attack(model, acc, method)
                 if path.is_file():
                     records[(model, acc, method)] = recs = _records(path)
-                    results["table2"].setdefault(model, {}).setdefault(acc, {})[method] = summarize_records(recs)
+                    table, summarize = (("kspace", summarize_kspace) if method in KSPACE_METHODS
+                                        else ("table2", summarize_records))
+                    results[table].setdefault(model, {}).setdefault(acc, {})[method] = summarize(recs)
     for acc in accs:
         pairs = results["paired"].setdefault(acc, {})
         for first, second in PAIRS:
@@ -84,6 +113,12 @@ def gather(layout, accs, models, methods) -> dict:
             t1b = results["table1"].get(second, {}).get(acc)
             if t1a and t1b and (d := ssim_difference(t1a, t1b)):
                 diffs[f"{first}-{second}"] = d
+        results["defenses"][acc] = defense_pairs(records, acc, models, methods)
+        reference = results["table1"].get("cleanft", {}).get(acc)
+        if reference:  # each model's per-volume SSIM minus the clean fine-tune's
+            results["defense_ssim"][acc] = {
+                m: d for m in models if m != "cleanft" and (t1 := results["table1"].get(m, {}).get(acc))
+                and (d := ssim_difference(t1, reference))}
         path = layout.transfer(acc)
         if path.is_file():
             results["transfer"][acc] = transfer_summary(_records(path), records.get(("unet", acc, "rs")),

@@ -31,10 +31,8 @@ from fnaf_jax.published import MODEL_NAMES
 from fnaf_jax.study.pipeline import Stage, StageError
 from fnaf_jax.study.presets import StudyPreset
 
-METHODS = ("rs", "fd")
 #: the paper's role of each study model (reports put the paper's numbers beside these)
 ROLES = {"unet": "unet", "robust": "robust", "irim": "irim"}
-FINE_TUNES = ("cleanft", "robust", "robust_wk")  # all start from the trained U-Net
 BASELINE = "zero-filled"  # the under-sampled input as the output: attacked, never trained
 
 
@@ -181,14 +179,14 @@ def train_config(layout: Layout, preset: StudyPreset, model: str):
     fields = dict(preset.train[model], data=str(layout.data_root), train_split=layout.train_split,
                   val_split=layout.val_split, mask_type=masks.type,
                   accelerations=masks.train_accelerations, center_fractions=masks.train_center_fractions)
-    if model in FINE_TUNES:
+    if model in preset.fine_tunes():
         fields["init_from"] = str(layout.checkpoint("unet"))
     return TrainConfig(**fields)
 
 
 def train_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
-    """U-Net (``unet``), a fine-tune of it (``FINE_TUNES``: clean, FNAF-robust, worst-of-k),
-    or a small i-RIM trained from scratch (``irim`` with source "train")."""
+    """U-Net (``unet``), a fine-tune of it (``StudyPreset.fine_tunes``: clean, FNAF-robust,
+    worst-of-k, the preset's defenses), or a small i-RIM trained from scratch (``irim`` with source "train")."""
     from fnaf_jax.train.loop import train
 
     cfg = train_config(layout, preset, model)
@@ -201,7 +199,7 @@ def train_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
         if not (layout.checkpoint(model) / "model.json").is_file():
             raise StageError(f"training finished but {layout.checkpoint(model)} holds no model")
 
-    after = ["train_unet"] if model in FINE_TUNES else []
+    after = ["train_unet"] if model in preset.fine_tunes() else []
     work = cfg.epochs * min(train_slices(layout, preset), cfg.limit_train or 10**9)
     if model == "irim":
         kind = "train_irim"
@@ -262,19 +260,23 @@ def evaluate_stage(layout: Layout, preset: StudyPreset) -> Stage:
                  kind="evaluate", work=len(configs) * val_volumes(layout, preset))
 
 
+def methods(preset: StudyPreset, model: str) -> tuple[str, ...]:
+    """The attack methods run on ``model``: the preset's (``attack.methods``, default RS and
+    FD); RS only on the zero-filled baseline, whose hit rate is a control."""
+    return ("rs",) if model == BASELINE else preset.attack.methods
+
+
 def attack_jobs(layout: Layout, preset: StudyPreset, model: str) -> list:
-    """The ``AttackJob``s of one model: RS and FD at each evaluation mask (RS only for the
-    zero-filled baseline)."""
+    """The ``AttackJob``s of one model: each of its ``methods`` at each evaluation mask."""
     from fnaf_jax.attacks.runner import AttackJob
 
     source = ({"baseline": BASELINE} if model == BASELINE
               else {"checkpoint": str(layout.checkpoint(model))})
-    methods = ("rs",) if model == BASELINE else METHODS
     a = preset.attack
     return [AttackJob(data=str(layout.val_dir), out=str(layout.attack(model, spec.acceleration, method)),
                       method=method, mask=spec, attack=a.config, batch_size=a.batch_size, limit=a.limit,
                       name=model, role=ROLES.get(model), **source)
-            for spec in preset.masks.eval for method in methods]
+            for spec in preset.masks.eval for method in methods(preset, model)]
 
 
 def model_calls(job, slices: int) -> int:
@@ -301,7 +303,7 @@ def _attack_stage(name: str, jobs: list, after: list[str], kind: str, slices: in
 
 
 def attack_stage(layout: Layout, preset: StudyPreset, model: str) -> Stage:
-    """RS and FD on a trained model, or RS on the zero-filled baseline (``BASELINE``)."""
+    """The preset's methods on a trained model, or RS on the zero-filled baseline (``BASELINE``)."""
     after = _data_after(layout) if model == BASELINE else [f"train_{model}"]
     kind = {"irim": "attack_irim", BASELINE: "attack_baseline"}.get(model, "attack_unet")
     return _attack_stage(f"attack_{model}", attack_jobs(layout, preset, model), after, kind,

@@ -20,7 +20,7 @@ from fnaf_jax.report import (
 from fnaf_jax.study.paper import findings, instrument_checks
 from fnaf_jax.tabulation import fmt_mean
 
-MODEL_ORDER = ("unet", "cleanft", "robust", "robust_wk", "irim", "zero-filled")
+MODEL_ORDER = ("unet", "cleanft", "robust", "robust_wk", "robust_pgd", "jitter", "kspace_adv", "irim", "zero-filled")
 
 
 def _f(value, fmt="{:.4f}"):
@@ -50,7 +50,7 @@ def attack_rows(t2: dict) -> list[dict]:
     from fnaf_jax.study.stages import ROLES
 
     return [attack_row(MODEL_NAMES.get(model, model), ROLES.get(model), acc, method, t2[model][acc][method])
-            for model in _models(t2) for acc in sorted(t2[model]) for method in ("rs", "fd")
+            for model in _models(t2) for acc in sorted(t2[model]) for method in ("rs", "fd", "pgd")
             if method in t2[model][acc]]
 
 
@@ -90,6 +90,23 @@ def findings_md(items: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def defenses_md(results: dict, preset, timings: dict[str, float], figures: dict[str, list[str]]) -> str:
+    """The defenses section (``fnaf_jax.study.defenses``) with its trade-off figures; empty
+    in a study without the clean fine-tune."""
+    from fnaf_jax.attacks.config import forward_equivalents
+    from fnaf_jax.study import defenses
+
+    methods = preset.attack.methods
+    budgets = {m: forward_equivalents(m, preset.attack.config) for m in methods}
+    text = defenses.markdown(results, sorted(results.get("table1", {}).get("cleanft", {})), methods,
+                             preset.train, timings, budgets)
+    for png in figures.get("defenses", []):
+        text += (f"\n![{Path(png).stem}]({png})\n\n*Each model's clean SSIM against its feature-lost "
+                 "(hallucinations: shown) fraction under each attack, with 95% intervals "
+                 f"({Path(png).parent.name}).*\n")
+    return text
+
+
 def build_markdown(results: dict, preset, figures: dict[str, list[str]],
                    table4_md: str | None, timings: dict[str, float], notes: list[str]) -> str:
     items = findings(results)
@@ -115,6 +132,7 @@ def build_markdown(results: dict, preset, figures: dict[str, list[str]],
         "## Controls beside each attack rate\n", CONTROLS_NOTE + "\n", controls_markdown(rows),
         "## Paired comparisons (same slices, masks and candidate features)\n",
         paired_md(results.get("paired", {})),
+        defenses_md(results, preset, timings, figures),
         "## Table 3: information preservation\n", table3_markdown(rows),
         "## Transfer (Section 4.7): worst U-Net features scored on the i-RIM\n",
         transfer_markdown(transfer_rows(results.get("transfer", {}))),
