@@ -41,8 +41,8 @@ def rows(results: dict, acc: int, methods, budgets: dict[str, float]) -> list[di
     the paired difference against the reference (``results["defenses"]``)."""
     pairs = results.get("defenses", {}).get(acc, {})
     out = []
-    models = [m for m in results.get("table1", {}) if acc in results["table1"][m]]
-    for model in [*models, *(m for m in results.get("table2", {}) if m not in models)]:
+    # the trained models only: the zero-filled baseline is a control, not a defense
+    for model in [m for m in results.get("table1", {}) if acc in results["table1"][m]]:
         for method in methods:
             pair = pairs.get(model, {}).get(method)
             if method in KSPACE_METHODS:

@@ -72,7 +72,7 @@ def defense_pairs(records: dict, acc: int, models, methods, reference: str = "cl
     eps of ``paired_kspace`` for the k-space ones); empty without the reference."""
     out: dict = {}
     for model in models:
-        if model == reference:
+        if model in (reference, "zero-filled"):  # the baseline is a control, not a defense
             continue
         for method in methods:
             ref, own = records.get((reference, acc, method)), records.get((model, acc, method))
