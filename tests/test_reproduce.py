@@ -148,7 +148,7 @@ def test_mini_study_writes_every_artefact(mini_study):
         assert section in md
     results = json.loads((out / "tables" / "results.json").read_text())
     assert results["table2"]["zero-filled"][str(accs[0])]["rs"]["attack_rate"]["n"] >= 0
-    for model in ("unet", "cleanft", "robust", "irim"):
+    for model in ("unet", "cleanft", "robust", "jitter", "irim"):
         for acc in accs:
             t1 = results["table1"][model][str(acc)]
             assert 0.0 < t1["ssim"] <= 1.0 and t1["nmse"] >= 0.0
@@ -184,6 +184,45 @@ def test_mini_study_writes_every_artefact(mini_study):
     for png in pngs:
         assert plt.imread(png).ndim == 3
         assert str(png.relative_to(out)) in md
+
+
+def _accepted_mean_difference(ref, own, field):
+    """Independent mean of ref - own over the slices accepted in both."""
+    by_key = {(r["file"], r["slice"]): r for r in own}
+    diffs = [a[field] - b[field] for a in ref if (b := by_key.get((a["file"], a["slice"])))
+             and a["accepted"] and b["accepted"]]
+    return float(np.mean(diffs))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("mini_study")
+def test_mini_study_defenses_table_follows_the_records(mini_study):
+    """The mini preset trains one defense (jittering) and runs a hallucination attack: the
+    defenses table's paired numbers equal means computed here from the attack records."""
+    import math
+
+    from fnaf_jax.attacks.records import read_records
+
+    out = mini_study
+    results = json.loads((out / "tables" / "results.json").read_text())
+    pair = results["defenses"]["4"]["jitter"]
+    ref, own = (read_records(out / "attacks" / f"{m}_4x_rs.jsonl") for m in ("cleanft", "jitter"))
+    assert math.isclose(pair["rs"]["lost_fraction_difference"]["mean"],
+                        _accepted_mean_difference(ref, own, "lost_fraction"), rel_tol=1e-9, abs_tol=1e-12)
+    ref, own = (read_records(out / "attacks" / f"{m}_4x_hallucinate.jsonl") for m in ("cleanft", "jitter"))
+    (row,) = pair["hallucinate"]
+    shown = np.mean([a["shown"][0] - b["shown"][0] for a, b in zip(ref, own, strict=True)])
+    hits = 100 * np.mean([float(a["hit"][0]) - float(b["hit"][0]) for a, b in zip(ref, own, strict=True)])
+    assert row["eps"] == 0.01 and math.isclose(row["shown_difference"]["mean"], shown, abs_tol=1e-12)
+    assert math.isclose(row["rate_difference"]["mean"], hits, abs_tol=1e-9)
+    assert set(results["defense_ssim"]["4"]) == {"unet", "robust", "jitter", "irim"}
+    assert "zero-filled" not in results["defenses"]["4"]  # a control, not a defense
+
+    section = (out / "report.md").read_text().split("## Defenses compared on one instrument", 1)[1]
+    jitter_rows = [line for line in section.split("\n## ", 1)[0].splitlines() if line.startswith("| jittered U-Net |")]
+    assert len(jitter_rows) == 4  # clean cost; RS, FD and hallucination at eps 0.01
+    assert all(line.rstrip(" |").endswith(("holds", "does not hold", "inconclusive")) for line in jitter_rows[1:])
+    assert "## k-space worst cases and hallucinations" in section
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def make_figures(layout, preset, accs) -> dict[str, list[str]]:
     from fnaf_jax.report import ReportConfig, make_report
     from fnaf_jax.study.stages import BASELINE, model_names
 
-    found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": []}
+    found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": [], "kspace": []}
     for acc in accs:
         models = [*model_names(preset), BASELINE]
         files = [layout.attack(m, acc, k) for m in models for k in preset.attack.methods] + [layout.transfer(acc)]
@@ -108,6 +108,8 @@ def make_figures(layout, preset, accs) -> dict[str, list[str]]:
                                  model_name="unet" if with_model else None))
         for key in ("figure1", "figure2", "figure3"):
             found[key] += [str(p.relative_to(layout.out)) for p in sorted(folder.glob(f"{key}_*.png"))]
+        if (folder / "kspace_curves.png").is_file():
+            found["kspace"].append(str((folder / "kspace_curves.png").relative_to(layout.out)))
         png = model_comparison(layout, acc, folder / "figure1b_models.png", preset.figure_examples)
         if png:
             found["figure1b"].append(str(Path(png).relative_to(layout.out)))

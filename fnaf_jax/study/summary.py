@@ -12,7 +12,9 @@ from fnaf_jax.fileio import write_text
 from fnaf_jax.published import MODEL_NAMES, PUBLISHED
 from fnaf_jax.report import (
     CONTROLS_NOTE,
+    KSPACE_NOTE,
     controls_markdown,
+    kspace_markdown,
     table2_markdown,
     table3_markdown,
     transfer_markdown,
@@ -90,6 +92,21 @@ def findings_md(items: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kspace_md(results: dict, figures: dict[str, list[str]]) -> str:
+    """The k-space curves of every model (``tabulation.summarize_kspace``) and their figures;
+    empty in a study without k-space methods."""
+    tree = results.get("kspace", {})
+    curves = {f"{MODEL_NAMES.get(m, m)} {acc}x {method}": rows for m in _models(tree)
+              for acc in sorted(tree[m]) for method, rows in tree[m][acc].items()}
+    if not curves:
+        return ""
+    text = "## k-space worst cases and hallucinations\n\n" + KSPACE_NOTE + "\n\n" + kspace_markdown(curves)
+    for png in figures.get("kspace", []):
+        text += (f"\n![{Path(png).stem}]({png})\n\n*NMSE and the lost or shown fraction against eps, "
+                 f"every run ({Path(png).parent.name}).*\n")
+    return text
+
+
 def defenses_md(results: dict, preset, timings: dict[str, float], figures: dict[str, list[str]]) -> str:
     """The defenses section (``fnaf_jax.study.defenses``) with its trade-off figures; empty
     in a study without the clean fine-tune."""
@@ -134,6 +151,7 @@ def build_markdown(results: dict, preset, figures: dict[str, list[str]],
         paired_md(results.get("paired", {})),
         defenses_md(results, preset, timings, figures),
         "## Table 3: information preservation\n", table3_markdown(rows),
+        kspace_md(results, figures),
         "## Transfer (Section 4.7): worst U-Net features scored on the i-RIM\n",
         transfer_markdown(transfer_rows(results.get("transfer", {}))),
         "## Table 4: real abnormalities (region NMSE / SSIM inside annotated boxes)\n",
