@@ -21,4 +21,4 @@ def test_the_installed_package_is_the_copy_in_the_venv_with_its_presets(installe
     where, names = subprocess.run([bin_dir / "python", "-c", code], check=True, env=env, cwd=tmp_path,
                                   capture_output=True, text=True).stdout.split("\n")[:2]
     assert where.startswith(str(bin_dir.parent)), where  # the installed copy, not this checkout
-    assert names.split() == ["mini", "paper", "smoke", "synthetic"]
+    assert names.split() == ["defenses", "mini", "paper", "smoke", "synthetic"]
