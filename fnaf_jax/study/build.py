@@ -26,7 +26,7 @@ def make_layout(out: Path, preset: StudyPreset, data: Path | None) -> st.Layout:
 
 
 def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str]) -> Stage:
-    from fnaf_jax.study import defenses, figure_set, results, summary
+    from fnaf_jax.study import figure_set, results, summary
 
     accs = st.eval_accs(preset)
     models = st.model_names(preset)
@@ -39,10 +39,7 @@ def report_stage(layout: st.Layout, preset: StudyPreset, stage_names: list[str])
             indent=1, default=str))
         if layout.figures.exists():  # no stale figures of an earlier configuration
             shutil.rmtree(layout.figures)
-        figs = figure_set.make_figures(layout, preset, accs)
-        figs["defenses"] = [str((layout.figures / f"{acc}x" / "defenses.png").relative_to(layout.out))
-                            for acc in accs if defenses.tradeoff_figure(
-                                res, acc, preset.attack.methods, layout.figures / f"{acc}x" / "defenses.png")]
+        figs = figure_set.make_figures(layout, preset, accs, res)
         t4 = layout.tables / "table4" / "table4.md"
         timings = {name: sec for name, sec in stage_timings(layout.out).items() if name in stage_names}
         notes = [f"Data: `{layout.data_root}` ({layout.train_split} / {layout.val_split}).",

@@ -18,16 +18,16 @@ from fnaf_jax.published import MODEL_NAMES
 from fnaf_jax.tabulation import KSPACE_METHODS, fmt_mean, fmt_rate
 
 REFERENCE = "cleanft"
-#: the defense each study model stands for (its ``fnaf train --robust`` mode)
-MODES = {"unet": "none (no fine-tune)", "cleanft": "none (clean fine-tune: the reference)", "robust": "rs",
-         "robust_wk": "worst-of-k"}
 
 
 def mode_of(model: str, train: dict) -> str:
-    robust = train.get(model, {}).get("robust")
-    if model in MODES:
-        return MODES[model]
-    return str(robust) if robust else "none"
+    """The defense a study model stands for: its ``fnaf train --robust`` mode."""
+    from fnaf_jax.train.config import TrainConfig
+
+    mode = TrainConfig(**train[model], data="-").robust
+    if mode:
+        return mode
+    return {"unet": "none (no fine-tune)", REFERENCE: "none (clean fine-tune: the reference)"}.get(model, "none")
 
 
 def _cell_verdict(diff: dict | None) -> str:

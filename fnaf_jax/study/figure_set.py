@@ -88,12 +88,15 @@ def model_comparison(layout, acc: int, out: Path, n: int, models=("unet", "robus
     return out
 
 
-def make_figures(layout, preset, accs) -> dict[str, list[str]]:
-    """All figures; returns {"figure1": [paths relative to the study folder], ...}."""
+def make_figures(layout, preset, accs, results: dict) -> dict[str, list[str]]:
+    """All figures (the defenses trade-off from the gathered ``results``); returns
+    {"figure1": [paths relative to the study folder], ...}."""
     from fnaf_jax.report import ReportConfig, make_report
+    from fnaf_jax.study.defenses import tradeoff_figure
     from fnaf_jax.study.stages import BASELINE, model_names
 
-    found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": [], "kspace": []}
+    found: dict[str, list[str]] = {"figure1": [], "figure1b": [], "figure2": [], "figure3": [], "kspace": [],
+                                   "defenses": []}
     for acc in accs:
         models = [*model_names(preset), BASELINE]
         files = [layout.attack(m, acc, k) for m in models for k in preset.attack.methods] + [layout.transfer(acc)]
@@ -113,4 +116,6 @@ def make_figures(layout, preset, accs) -> dict[str, list[str]]:
         png = model_comparison(layout, acc, folder / "figure1b_models.png", preset.figure_examples)
         if png:
             found["figure1b"].append(str(Path(png).relative_to(layout.out)))
+        if tradeoff_figure(results, acc, preset.attack.methods, folder / "defenses.png"):
+            found["defenses"].append(str((folder / "defenses.png").relative_to(layout.out)))
     return found

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from fnaf_jax.attacks.config import AttackConfig
+from fnaf_jax.attacks.runner import METHODS as ATTACK_METHODS
 from fnaf_jax.errors import ConfigError
 from fnaf_jax.features import FeatureConfig
 from fnaf_jax.masks import MaskSpec
@@ -54,10 +55,6 @@ class MasksSection:
     train_accelerations: tuple[int, ...] = (4,)
     train_center_fractions: tuple[float, ...] = (0.08,)
     eval: tuple[MaskSpec, ...] = ()
-
-
-#: attack methods a study may run on every model (``fnaf attack --method``)
-STUDY_METHODS = ("rs", "fd", "pgd", "kspace-pgd", "hallucinate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,9 +174,9 @@ def _attack(where: str, section: dict) -> AttackSection:
     run = pick(run_keys)
     if "methods" in run:
         methods = run["methods"]
-        bad = [m for m in methods if m not in STUDY_METHODS] if isinstance(methods, tuple) else [methods]
+        bad = [m for m in methods if m not in ATTACK_METHODS] if isinstance(methods, tuple) else [methods]
         if bad or not methods:
-            raise ConfigError(f"{where}: methods must be a non-empty list of {', '.join(STUDY_METHODS)}"
+            raise ConfigError(f"{where}: methods must be a non-empty list of {', '.join(ATTACK_METHODS)}"
                               + (f"; got {bad[0]!r}" if bad else ""))
         run["methods"] = tuple(dict.fromkeys(methods))
     run = _build(where, AttackSection, run, config=cfg)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fnaf_jax.errors import DataError
+from fnaf_jax.study.stages import BASELINE
 from fnaf_jax.tabulation import (
     KSPACE_METHODS,
     mean_ci,
@@ -72,7 +73,7 @@ def defense_pairs(records: dict, acc: int, models, methods, reference: str = "cl
     eps of ``paired_kspace`` for the k-space ones); empty without the reference."""
     out: dict = {}
     for model in models:
-        if model in (reference, "zero-filled"):  # the baseline is a control, not a defense
+        if model in (reference, BASELINE):  # the baseline is a control, not a defense
             continue
         for method in methods:
             ref, own = records.get((reference, acc, method)), records.get((model, acc, method))
