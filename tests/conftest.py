@@ -11,6 +11,30 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _share_compilations() -> None:
+    """One persistent XLA cache for the whole run: pytest-xdist workers and the ``fnaf``
+    processes the tests start inherit it, so a function compiled in one test is loaded,
+    not recompiled, in the next (most of the suite's time is compilation). Fresh per run:
+    the controller, which imports this file before it starts the workers, makes it."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import atexit
+    import tempfile
+
+    cache = tempfile.mkdtemp(prefix="fnaf-tests-xla-cache-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+_share_compilations()
+# The suite's models are tiny, so XLA's optimisation passes cost far more than they save
+# (about 40 % of a cold run); every comparison is against golden files, independent
+# computations or the same code, with stated tolerances, so none depends on them.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
 import pytest
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -81,3 +105,16 @@ def install_fnaf(tmp: Path) -> tuple[Path, dict]:
     return env_dir / "bin", env
 
 
+
+
+@pytest.fixture
+def optimized_xla():
+    """XLA's optimisations back on for one test: one that asserts two programs agree to
+    float32 rounding (unoptimised, reductions over different batch shapes are ordered
+    differently, about 2e-6 relative)."""
+    import jax
+
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", before)

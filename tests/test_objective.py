@@ -111,7 +111,7 @@ def test_score_matches_independent_numpy_pipeline(problem, reduction, alpha, bet
     assert (ref_ip > 1e-4).all() and (ref_loss > 0).all()  # the comparison is not vacuous
 
 
-def test_model_runs_once_over_all_candidates_and_chunking_gives_same_numbers(problem):
+def test_model_runs_once_over_all_candidates_and_chunking_gives_same_numbers(problem, optimized_xla):
     batch, cand = problem
     calls = []
 
@@ -152,11 +152,11 @@ def test_unet_chunks_in_a_loop_and_irim_in_calls_give_the_same_numbers(problem):
 
     from fnaf_jax.models.families import family_of
     from fnaf_jax.models.irim import IRIM
-    from fnaf_jax.models.unet import Unet
+    from fnaf_jax.models.registry import build_model
 
     batch, cand = problem
     cand = jax.tree.map(lambda a: a[:, :2], cand)  # 4 candidates: 2 chunks of 2 (compile time)
-    unet = Unet(chans=2, num_pool_layers=1, rngs=nnx.Rngs(0))
+    unet = build_model({"arch": "unet", "chans": 2, "num_pool_layers": 1})
     irim = IRIM(n_steps=1, n_hidden=[12], n_network_hidden=[4], dilations=[1], multiplicity=1, rngs=nnx.Rngs(0))
     assert family_of(unet).attack_chunks == "loop" and family_of(irim).attack_chunks == "calls"
     for model in (unet, irim):

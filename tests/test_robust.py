@@ -12,7 +12,7 @@ from flax import nnx
 from fnaf_jax import features as F
 from fnaf_jax import objective as O
 from fnaf_jax.data.fastmri import SliceDataset
-from fnaf_jax.models.unet import Unet
+from fnaf_jax.models.registry import build_model
 from fnaf_jax.train.robust import RobustTask
 from fnaf_jax.train.task import Task
 from fnaf_jax.train.unet_task import UnetTask
@@ -25,7 +25,7 @@ def _cfg(worst_of, **kw):
 
 
 def _train(task, items, steps):
-    model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
+    model = build_model({"arch": "unet", "chans": 4, "num_pool_layers": 2})
     graphdef, params = nnx.split(model)
     # SGD, not Adam: Adam's per-parameter normalisation makes its first steps nearly
     # sign updates, which hides the weighting of the FNAF term in a run this short.
@@ -88,13 +88,24 @@ def _ip_cfg(worst_of, threshold):
     return _cfg(worst_of, ip_threshold=threshold)
 
 
+def _ip_of(fb, candidates):
+    """IP of each candidate, computed by the attack's scorer (model-free recon)."""
+    return np.asarray(_jitted_ip(fb, candidates))
+
+
+@jax.jit
+def _jitted_ip(fb, candidates):
+    return O.score(lambda u, m, md: abs(u), fb, candidates)[1]
+
+
 @pytest.mark.parametrize("worst_of", [1, 3])
 def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
     """With the IP threshold at the median IP of the draws, about half the candidates fail:
     every feature chosen for training passes (IP computed independently by the attack's
     scorer), samples with none are masked out, and a threshold no draw passes leaves only
     the clean loss."""
-    model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
+    model = build_model({"arch": "unet", "chans": 4, "num_pool_layers": 2})
+    graphdef, params = nnx.split(model)
     probe = RobustTask(UnetTask(), **_ip_cfg(worst_of, 0.0))
     batch = probe.prepare_batch(items[:4], np.random.default_rng(1))
     fb = probe.fnaf_batch(batch)
@@ -104,12 +115,12 @@ def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
     from fnaf_jax.train.robust import SPARES
 
     n = SPARES if worst_of == 1 else worst_of
-    draws = F.sample(key, 4, n, probe.features, lo=lo, hi=hi)
-    ips = np.asarray(O.score(lambda u, m, md: abs(u), fb, draws)[1])
+    draws = jax.jit(lambda k: F.sample(k, 4, n, probe.features, lo=lo, hi=hi))(key)
+    ips = _ip_of(fb, draws)
     threshold = float(np.median(ips))
     task = RobustTask(UnetTask(), **_ip_cfg(worst_of, threshold))
-    chosen, valid = task.choose_features(model, batch, key)
-    chosen_ip = np.asarray(O.score(lambda u, m, md: abs(u), fb, chosen)[1])[:, 0]
+    chosen, valid = jax.jit(lambda p, b, k: task.choose_features(nnx.merge(graphdef, p), b, k))(params, batch, key)
+    chosen_ip = _ip_of(fb, chosen)[:, 0]
     valid = np.asarray(valid)
     np.testing.assert_array_equal(valid, (ips >= threshold).any(-1))
     assert (chosen_ip[valid] >= threshold).all()
@@ -119,7 +130,7 @@ def test_robust_training_never_trains_on_a_rejected_candidate(items, worst_of):
         assert (ips[:, 0] < threshold).any(), "no first draw was rejected: the test proves nothing"
 
     none = RobustTask(UnetTask(), **_ip_cfg(worst_of, 1e9))
-    total, aux = none.loss(model, batch, key)
+    total, aux = jax.jit(lambda p, b, k: none.loss(nnx.merge(graphdef, p), b, k))(params, batch, key)
     assert float(aux["fnaf_loss"]) == 0.0 and float(aux["fnaf_rejected"]) == 1.0
     np.testing.assert_allclose(float(total), float(aux["clean_loss"]), rtol=1e-6)
 
@@ -129,7 +140,7 @@ def test_defense_terms_pgd_and_kspace_adversary_beat_their_random_starts(items):
     loses more (Eq. 5 under the current weights) than the random feature it started from,
     and the k-space adversary's perturbation costs more than noise of the same norm (the
     jitter term at kspace_eps)."""
-    model = Unet(chans=4, num_pool_layers=2, rngs=nnx.Rngs(0))
+    model = build_model({"arch": "unet", "chans": 4, "num_pool_layers": 2})
     rs = RobustTask(UnetTask(), mode="rs")
     batch = rs.prepare_batch(items[:4], np.random.default_rng(2))
     fb = rs.fnaf_batch(batch)
