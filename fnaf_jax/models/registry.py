@@ -48,6 +48,8 @@ def construct(build, rngs: nnx.Rngs):
     shape; here the whole construction is one. ``rngs`` is advanced as the eager call would.
     """
     rng_def, rng_state = nnx.split(rngs)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(rng_state)):
+        return build(rngs)  # already inside a traced program: it is compiled with it
     structure = {}
 
     def states(state):
