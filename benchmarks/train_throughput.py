@@ -13,7 +13,9 @@ JAX / PyTorch.
 Needs the ``torch`` extra and ``fastmri`` for the PyTorch side (``--no-torch`` skips
 it). On CPU, glibc's allocator can dominate large-array workloads; try
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (transparent huge pages for malloc) on both
-sides when comparing. Never run as a test: numbers depend on the machine and its load.
+sides when comparing. On a single CPU device the JAX side runs its convolutions on oneDNN
+(``fnaf_jax.kernels.onednn``); ``FNAF_CPU_CONV=xla`` times XLA's own convolutions instead.
+Never run as a test: numbers depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ def jax_side(args, image, target) -> dict:
     for _ in range(args.warmup):
         train_once()
         infer_once()
-    return {"train": train_once, "infer": infer_once, "device": str(jax.devices()[0])}
+    from fnaf_jax.kernels import onednn
+    convs = "oneDNN" if onednn.enabled() else "XLA"
+    return {"train": train_once, "infer": infer_once, "device": f"{jax.devices()[0]}, {convs} convs"}
 
 
 def torch_side(args, image, target) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "fnaf_jax"
 #: bottom to top; a module may import its own layer and the ones below (docs/DESIGN.md)
 LAYERS = (
-    ("__init__", "errors", "fileio", "normalize", "physics", "stats", "published"),
+    ("__init__", "errors", "fileio", "normalize", "physics", "stats", "published", "kernels"),
     ("masks", "metrics", "features", "data"),
     ("models",),
     ("objective", "gradients", "parallel", "attacks"),

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from fnaf_jax.errors import ConfigError, DataError
+from fnaf_jax.kernels import onednn
 from fnaf_jax.normalize import normalize_instance, unnormalize
 from fnaf_jax.physics import complex_abs
 
@@ -70,10 +71,22 @@ def _torch_bias_init(fan_in: int):
     return init
 
 
-def _conv(in_chans: int, out_chans: int, kernel: int, *, bias: bool, rngs: nnx.Rngs) -> nnx.Conv:
+class SameConv(nnx.Conv):
+    """``nnx.Conv`` with stride 1 and ``kernel // 2`` zero padding, whose float32 calls on a
+    single CPU device run on oneDNN (``fnaf_jax.kernels.onednn``: 2-3x XLA's CPU speed in
+    training); elsewhere it is ``nnx.Conv`` unchanged. Same parameters either way."""
+
+    def __call__(self, inputs, out_sharding=None):
+        if inputs.ndim == 4 and inputs.dtype == jnp.float32 and onednn.enabled():
+            y = onednn.conv_same(inputs, self.kernel[...])
+            return y if self.bias is None else y + self.bias[...]
+        return super().__call__(inputs, out_sharding)
+
+
+def _conv(in_chans: int, out_chans: int, kernel: int, *, bias: bool, rngs: nnx.Rngs) -> SameConv:
     """A torch-like ``Conv2d(kernel, padding=kernel//2)`` in NHWC (kernel HWIO)."""
     pad = kernel // 2
-    return nnx.Conv(
+    return SameConv(
         in_chans,
         out_chans,
         (kernel, kernel),

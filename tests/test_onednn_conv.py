@@ -1,0 +1,170 @@
+"""The oneDNN convolution kernel: values and gradients against independent computations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fnaf_jax.errors import ConfigError
+from fnaf_jax.kernels import onednn
+from fnaf_jax.models import build_model
+
+# float32 sums of at most a few thousand products: 1e-5 of the largest value is ample
+RTOL = 1e-5
+
+
+def _reference(x, w_hwio):
+    """Zero-padded 'same' convolution and its two gradients for the loss sum(y * c), in float64."""
+    kh, kw = w_hwio.shape[:2]
+    n, h, wd, _ = x.shape
+    xp = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    y = np.zeros((n, h, wd, w_hwio.shape[3]))
+    for a in range(kh):
+        for b in range(kw):
+            y += np.einsum("nhwc,co->nhwo", xp[:, a:a + h, b:b + wd], w_hwio[a, b])
+    return y
+
+
+def _gradients(x, w_hwio, c):
+    kh, kw = w_hwio.shape[:2]
+    _, h, wd, _ = x.shape
+    xp = np.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w_hwio)
+    for a in range(kh):
+        for b in range(kw):
+            dw[a, b] = np.einsum("nhwc,nhwo->co", xp[:, a:a + h, b:b + wd], c)
+            dxp[:, a:a + h, b:b + wd] += np.einsum("nhwo,co->nhwc", c, w_hwio[a, b])
+    return dxp[:, kh // 2:kh // 2 + h, kw // 2:kw // 2 + wd], dw
+
+
+def _close(actual, expected):
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=0,
+                               atol=RTOL * np.abs(expected).max())
+
+
+@pytest.fixture(autouse=True)
+def _default_mode(monkeypatch):
+    monkeypatch.delenv(onednn.MODE_ENV, raising=False)
+
+
+def test_kernel_builds_on_this_machine():
+    # CI installs the onednn wheels and has a compiler: the kernel must really be in use
+    assert onednn.unavailable_reason() is None
+    assert onednn.enabled()
+
+
+@pytest.mark.parametrize("layout", onednn.WEIGHT_LAYOUTS)
+@pytest.mark.parametrize("shape", [(2, 13, 10, 3, 5, 3), (1, 12, 12, 16, 8, 3),
+                                   (3, 9, 11, 12, 16, 1), (1, 8, 7, 4, 4, 5)])
+def test_values_and_gradients_match_float64(layout, shape):
+    n, h, wd, ci, co, k = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.normal(size=(n, h, wd, ci))
+    w = rng.normal(size=(k, k, ci, co))
+    c = rng.normal(size=(n, h, wd, co))
+    wj = jnp.asarray(w if layout == "HWIO" else w.transpose(3, 2, 0, 1), jnp.float32)
+    xj, cj = jnp.asarray(x, jnp.float32), jnp.asarray(c, jnp.float32)
+
+    y = jax.jit(lambda x, w: onednn.conv_same(x, w, layout))(xj, wj)
+    _close(y, _reference(x, w))
+    dx, dw = jax.jit(jax.grad(lambda x, w: jnp.sum(onednn.conv_same(x, w, layout) * cj), (0, 1)))(xj, wj)
+    dx_ref, dw_ref = _gradients(x, w, c)
+    _close(dx, dx_ref)
+    _close(dw, dw_ref if layout == "HWIO" else dw_ref.transpose(3, 2, 0, 1))
+
+
+def test_vmap_equals_one_call_per_element():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(3, 1, 8, 8, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)
+    batched = jax.vmap(lambda xi: onednn.conv_same(xi, w))(x)
+    for i in range(3):
+        np.testing.assert_array_equal(np.asarray(batched[i]), np.asarray(onednn.conv_same(x[i], w)))
+
+
+def test_bad_arguments_are_clear_errors():
+    x = jnp.zeros((1, 8, 8, 2))
+    with pytest.raises(ValueError, match="odd"):
+        onednn.conv_same(x, jnp.zeros((2, 2, 2, 4)))
+    with pytest.raises(ValueError, match="input channels"):
+        onednn.conv_same(x, jnp.zeros((3, 3, 3, 4)))
+    with pytest.raises(ValueError, match="float32"):
+        onednn.conv_same(x.astype(jnp.float16), jnp.zeros((3, 3, 2, 4), jnp.float16))
+    with pytest.raises(ValueError, match="weight_layout"):
+        onednn.conv_same(x, jnp.zeros((3, 3, 2, 4)), "IOHW")
+
+
+def _relative_gap(a_tree, b_tree) -> float:
+    """The largest leaf-wise max |a - b| / max |b| over two gradient trees."""
+    return max(float(jnp.abs(a - b).max()) / max(float(jnp.abs(b).max()), 1e-12)
+               for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)))
+
+
+@pytest.mark.parametrize("arch", ["unet", "irim"])
+def test_model_gradients_equal_xla_convolutions(arch, monkeypatch):
+    """The whole model, oneDNN against XLA's convolutions: loss and parameter gradients
+    within 1e-5, or within XLA's own float32 noise (its optimised against its unoptimised
+    program) where that is larger: the i-RIM's memory-free gradient recomputes activations
+    by inverting its layers, and its metadata-embedding gradients (sums of near-cancelling
+    terms) move by up to 1.4e-4 between two XLA builds."""
+    if arch == "unet":
+        config = {"arch": "unet", "chans": 4, "num_pool_layers": 2}
+    else:
+        config = {"arch": "irim", "n_steps": 2, "n_hidden": [12, 10], "n_network_hidden": [6, 8],
+                  "dilations": [1, 2], "multiplicity": 1}
+    model = build_model(config, nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    rng = np.random.default_rng(0)
+    image = jnp.asarray(rng.normal(size=(2, 32, 32, 1)), jnp.float32)
+    mask = jnp.asarray(rng.random((2, 32)) < 0.4, jnp.float32)
+
+    def loss(params):
+        m = nnx.merge(graphdef, params, rest)
+        out = m(image) if arch == "unet" else m.reconstruct(image[..., 0].astype(jnp.complex64), mask)
+        return jnp.mean(jnp.abs(out - 0.5))
+
+    def run(mode, optimize):
+        monkeypatch.setenv(onednn.MODE_ENV, mode)
+        before = jax.config.read("jax_disable_most_optimizations")
+        jax.config.update("jax_disable_most_optimizations", not optimize)
+        try:
+            fn = jax.jit(jax.value_and_grad(loss))
+            return fn(params), "FnafOnednnConv" in fn.lower(params).as_text()
+        finally:
+            jax.config.update("jax_disable_most_optimizations", before)
+
+    (l_dnn, g_dnn), used_dnn = run("onednn", True)
+    (l_xla, g_xla), used_xla = run("xla", True)
+    (_, g_xla_unoptimised), _ = run("xla", False)
+    assert used_dnn and not used_xla
+    np.testing.assert_allclose(float(l_dnn), float(l_xla), rtol=1e-6)
+    noise = _relative_gap(g_xla_unoptimised, g_xla)
+    assert _relative_gap(g_dnn, g_xla) <= max(RTOL, noise)
+
+
+def test_mode_is_validated_and_onednn_mode_names_a_missing_kernel(monkeypatch):
+    monkeypatch.setenv(onednn.MODE_ENV, "fast")
+    with pytest.raises(ConfigError, match="FNAF_CPU_CONV='fast'"):
+        onednn.enabled()
+    monkeypatch.setenv(onednn.MODE_ENV, "xla")
+    assert not onednn.enabled()
+
+    monkeypatch.setattr(onednn, "unavailable_reason", lambda: "the onednn-cpu-gomp package is not installed")
+    monkeypatch.setenv(onednn.MODE_ENV, "onednn")
+    with pytest.raises(ConfigError, match="onednn-cpu-gomp package is not installed"):
+        onednn.enabled()
+    monkeypatch.setenv(onednn.MODE_ENV, "auto")
+    assert not onednn.enabled()  # auto falls back to XLA's convolutions
+
+
+def test_a_failed_compile_is_a_clear_reason_and_leaves_nothing_behind(monkeypatch, tmp_path):
+    monkeypatch.setenv(onednn.CACHE_ENV, str(tmp_path))
+    inputs = onednn._build_inputs()
+    broken = dict(inputs, compiler="false")  # a "compiler" that fails
+    with pytest.raises(onednn.KernelUnavailable, match="compiling onednn_conv.cc failed"):
+        onednn._build(broken)
+    assert list(tmp_path.iterdir()) == []  # no half-written library left behind
