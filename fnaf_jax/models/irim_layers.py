@@ -44,7 +44,7 @@ def conv_strided(x, w, bias, stride):
 
 def conv3x3(x, w, bias):
     """3x3 conv, stride 1, zero padding 1 (on oneDNN on a single CPU device, as the U-Net's)."""
-    if x.ndim == 4 and x.dtype == jnp.float32 and onednn.enabled():
+    if onednn.use_for(x, w.shape[1]):
         y = onednn.conv_same(x, w, "OIHW")
     else:
         y = jax.lax.conv_general_dilated(

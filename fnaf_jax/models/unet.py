@@ -77,7 +77,7 @@ class SameConv(nnx.Conv):
     training); elsewhere it is ``nnx.Conv`` unchanged. Same parameters either way."""
 
     def __call__(self, inputs, out_sharding=None):
-        if inputs.ndim == 4 and inputs.dtype == jnp.float32 and onednn.enabled():
+        if onednn.use_for(inputs, self.in_features):
             y = onednn.conv_same(inputs, self.kernel[...])
             return y if self.bias is None else y + self.bias[...]
         return super().__call__(inputs, out_sharding)
