@@ -5,6 +5,7 @@ the model alone costs) and (b) a per-candidate loop that scores one candidate pe
 (how a naive port would do it). Prints both ratios. Never run as a test.
 
     python benchmarks/attack_throughput.py --chans 8 --pools 3 --batch-sizes 1 4 --ks 4 11
+    python benchmarks/attack_throughput.py --model irim --batch-sizes 1 4 16 --ks 4 11
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# the sibling benchmark's models (benchmarks/ is on sys.path when run as a script)
+from attack_profile import build_model
 from flax import nnx
 
 from fnaf_jax import features
 from fnaf_jax.attacks.config import AttackConfig
 from fnaf_jax.attacks.random_search import random_search
-from fnaf_jax.models.unet import Unet
+from fnaf_jax.kernels import onednn
 from fnaf_jax.objective import ObjectiveConfig, make_scorer
 from fnaf_jax.physics import undersample
 
@@ -109,6 +113,8 @@ def _batch(b, rng):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("unet", "irim"), default="unet",
+                   help="U-Net (--chans, --pools) or the smoke preset's small i-RIM")
     p.add_argument("--chans", type=int, default=8)
     p.add_argument("--pools", type=int, default=3)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
@@ -119,15 +125,19 @@ def main(argv=None):
     p.add_argument("--torch", action="store_true",
                    help="also the PyTorch replica of the released code's loop (needs torch, fastmri)")
     args = p.parse_args(argv)
+    if args.torch and args.model != "unet":
+        p.error("--torch replicates the released code's U-Net loop: use it with --model unet")
 
-    model = Unet(chans=args.chans, num_pool_layers=args.pools, rngs=nnx.Rngs(0))
+    model = build_model(args.model, args.chans, args.pools)
     model.eval()
     graphdef, state = nnx.split(model)
     bare = jax.jit(lambda s, u, m: nnx.merge(graphdef, s).reconstruct(u, m))
     obj = ObjectiveConfig(max_images_per_call=args.max_images_per_call)
     scorer = make_scorer(model, obj)
     rng = np.random.default_rng(0)
-    print(f"device {jax.devices()[0].device_kind}, U-Net chans {args.chans} pools {args.pools}, 320x320")
+    name = "i-RIM (smoke size)" if args.model == "irim" else f"U-Net chans {args.chans} pools {args.pools}"
+    convs = "oneDNN" if onednn.enabled() else "XLA"
+    print(f"device {jax.devices()[0].device_kind}, {name}, 320x320, {convs} convolutions")
     torch_run = torch_original_structure(args.chans, args.pools) if args.torch else None
     print(f"{'B':>3} {'K':>3} {'RS cand/s':>10} {'bare img/s':>10} {'loop cand/s':>11} "
           f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12}"
