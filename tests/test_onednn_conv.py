@@ -98,23 +98,21 @@ def test_bad_arguments_are_clear_errors():
         onednn.conv_same(x, jnp.zeros((3, 3, 2, 4)), "IOHW")
 
 
-def _relative_gap(a_tree, b_tree) -> float:
-    """The largest leaf-wise max |a - b| / max |b| over two gradient trees."""
-    return max(float(jnp.abs(a - b).max()) / max(float(jnp.abs(b).max()), 1e-12)
-               for a, b in zip(jax.tree.leaves(a_tree), jax.tree.leaves(b_tree)))
+#: The i-RIM's memory-free gradient recomputes activations by inverting its layers, and
+#: its metadata-embedding gradients are sums of near-cancelling terms: XLA's own optimised
+#: and unoptimised programs differ there by up to 1.4e-4 of the largest gradient
+#: (measured on this test's model), so the two convolution paths are held to that.
+IRIM_RTOL = 1.4e-4
 
 
 @pytest.mark.parametrize("arch", ["unet", "irim"])
 def test_model_gradients_equal_xla_convolutions(arch, monkeypatch):
-    """The whole model, oneDNN against XLA's convolutions: loss and parameter gradients
-    within 1e-5, or within XLA's own float32 noise (its optimised against its unoptimised
-    program) where that is larger: the i-RIM's memory-free gradient recomputes activations
-    by inverting its layers, and its metadata-embedding gradients (sums of near-cancelling
-    terms) move by up to 1.4e-4 between two XLA builds."""
+    """The whole model, oneDNN against XLA's convolutions: the loss within 1e-6 and every
+    parameter gradient within 1e-5 of its largest entry (the U-Net; the i-RIM: IRIM_RTOL)."""
     if arch == "unet":
-        config = {"arch": "unet", "chans": 4, "num_pool_layers": 2}
+        config = {"arch": "unet", "chans": 8, "num_pool_layers": 1}
     else:
-        config = {"arch": "irim", "n_steps": 2, "n_hidden": [12, 10], "n_network_hidden": [6, 8],
+        config = {"arch": "irim", "n_steps": 1, "n_hidden": [12, 10], "n_network_hidden": [8, 8],
                   "dilations": [1, 2], "multiplicity": 1}
     model = build_model(config, nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -127,23 +125,18 @@ def test_model_gradients_equal_xla_convolutions(arch, monkeypatch):
         out = m(image) if arch == "unet" else m.reconstruct(image[..., 0].astype(jnp.complex64), mask)
         return jnp.mean(jnp.abs(out - 0.5))
 
-    def run(mode, optimize):
+    def run(mode):
         monkeypatch.setenv(onednn.MODE_ENV, mode)
-        before = jax.config.read("jax_disable_most_optimizations")
-        jax.config.update("jax_disable_most_optimizations", not optimize)
-        try:
-            fn = jax.jit(jax.value_and_grad(loss))
-            return fn(params), "FnafOnednnConv" in fn.lower(params).as_text()
-        finally:
-            jax.config.update("jax_disable_most_optimizations", before)
+        fn = jax.jit(jax.value_and_grad(loss))
+        return fn(params), "FnafOnednnConv" in fn.lower(params).as_text()
 
-    (l_dnn, g_dnn), used_dnn = run("onednn", True)
-    (l_xla, g_xla), used_xla = run("xla", True)
-    (_, g_xla_unoptimised), _ = run("xla", False)
+    (l_dnn, g_dnn), used_dnn = run("onednn")
+    (l_xla, g_xla), used_xla = run("xla")
     assert used_dnn and not used_xla
     np.testing.assert_allclose(float(l_dnn), float(l_xla), rtol=1e-6)
-    noise = _relative_gap(g_xla_unoptimised, g_xla)
-    assert _relative_gap(g_dnn, g_xla) <= max(RTOL, noise)
+    gap = max(float(jnp.abs(a - b).max()) / max(float(jnp.abs(b).max()), 1e-12)
+              for a, b in zip(jax.tree.leaves(g_dnn), jax.tree.leaves(g_xla)))
+    assert gap <= (RTOL if arch == "unet" else IRIM_RTOL), gap
 
 
 def test_mode_is_validated_and_onednn_mode_names_a_missing_kernel(monkeypatch):
