@@ -2,7 +2,9 @@
 
 Compared with (a) the bare model forward on the same number of images (the floor: what
 the model alone costs) and (b) a per-candidate loop that scores one candidate per call
-(how a naive port would do it). Prints both ratios. Never run as a test.
+(how a naive port would do it). Prints both ratios, and RS*/bare-best: RS with the
+no-feature control output given (FD, PGD and the k-space attack compute it once and share
+it across their rounds), i.e. the candidates alone against the model. Never run as a test.
 
     python benchmarks/attack_throughput.py --chans 8 --pools 3 --batch-sizes 1 4 --ks 4 11
     python benchmarks/attack_throughput.py --model irim --batch-sizes 1 4 16 --ks 4 11
@@ -140,7 +142,7 @@ def main(argv=None):
     print(f"device {jax.devices()[0].device_kind}, {name}, 320x320, {convs} convolutions")
     torch_run = torch_original_structure(args.chans, args.pools) if args.torch else None
     print(f"{'B':>3} {'K':>3} {'RS cand/s':>10} {'bare img/s':>10} {'loop cand/s':>11} "
-          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12}"
+          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12} {'RS*/bare-best':>13}"
           + (f" {'torch cand/s':>12} {'RS/torch':>8}" if torch_run else ""))
     one = features.DEFAULT_FEATURES
     for b in args.batch_sizes:
@@ -151,6 +153,11 @@ def main(argv=None):
             keys = jax.random.split(jax.random.key(0), b)
             t_rs = _timed(lambda cfg=cfg, keys=keys, batch=batch: random_search(scorer, batch, keys, cfg).worst_loss,
                           args.repeats)
+            # RS* : the no-feature control given, as FD, PGD and the k-space attack share it
+            # across their rounds: the candidates alone
+            shared = {**batch, "clean_output": scorer.clean_output(batch)}
+            t_rs_shared = _timed(lambda cfg=cfg, keys=keys, shared=shared:
+                                 random_search(scorer, shared, keys, cfg).worst_loss, args.repeats)
             u_all = jnp.repeat(u, k, axis=0)
             m_all = jnp.repeat(jnp.asarray(batch["mask"]), k, axis=0)
             t_bare = _timed(lambda u_all=u_all, m_all=m_all: bare(state, u_all, m_all), args.repeats)
@@ -172,7 +179,8 @@ def main(argv=None):
             n = b * k
             best = max(n / t_bare, 1 / t_one)
             line = (f"{b:>3} {k:>3} {n / t_rs:>10.2f} {n / t_bare:>10.2f} {n / t_loop:>11.2f} "
-                    f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f} {1 / t_one:>11.2f} {n / t_rs / best:>12.2f}")
+                    f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f} {1 / t_one:>11.2f} {n / t_rs / best:>12.2f} "
+                    f"{n / t_rs_shared / best:>13.2f}")
             if torch_run is not None:  # alternated with RS so both see the same load
                 y_np, m_np = np.asarray(batch["target_raw"]), np.asarray(batch["mask"])
                 t_rs2, t_torch = _alternating(
