@@ -138,8 +138,7 @@ def main(argv=None):
     scorer = make_scorer(model, obj)
     rng = np.random.default_rng(0)
     name = "i-RIM (smoke size)" if args.model == "irim" else f"U-Net chans {args.chans} pools {args.pools}"
-    convs = "oneDNN" if onednn.enabled() else "XLA"
-    print(f"device {jax.devices()[0].device_kind}, {name}, 320x320, {convs} convolutions")
+    print(f"device {jax.devices()[0].device_kind}, {name}, 320x320, {onednn.path()} convolutions")
     torch_run = torch_original_structure(args.chans, args.pools) if args.torch else None
     print(f"{'B':>3} {'K':>3} {'RS cand/s':>10} {'bare img/s':>10} {'loop cand/s':>11} "
           f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12} {'RS*/bare-best':>13}"

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
-import time
 
 import numpy as np
+
+# the sibling benchmark's timer (benchmarks/ is on sys.path when run as a script)
+from attack_throughput import _timed
 
 
 def layer_shapes(chans: int, pools: int, size: int) -> collections.Counter:
@@ -44,13 +45,7 @@ def layer_shapes(chans: int, pools: int, size: int) -> collections.Counter:
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * _timed(fn, repeats)
 
 
 def jax_timers(conv):

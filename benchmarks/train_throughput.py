@@ -99,8 +99,7 @@ def jax_side(args, image, target) -> dict:
         train_once()
         infer_once()
     from fnaf_jax.kernels import onednn
-    convs = "oneDNN" if onednn.enabled() else "XLA"
-    return {"train": train_once, "infer": infer_once, "device": f"{jax.devices()[0]}, {convs} convs"}
+    return {"train": train_once, "infer": infer_once, "device": f"{jax.devices()[0]}, {onednn.path()} convs"}
 
 
 def torch_side(args, image, target) -> dict:

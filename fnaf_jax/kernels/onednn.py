@@ -137,6 +137,11 @@ def enabled() -> bool:
     return reason is None
 
 
+def path() -> str:
+    """The convolution path traced now, for reports: ``"oneDNN"`` or ``"XLA"``."""
+    return "oneDNN" if enabled() else "XLA"
+
+
 #: fewer input channels than this stay on XLA: oneDNN's NHWC kernels are slow on thin
 #: inputs (the U-Net's first layer, 1 -> 32 at 320x320: 19 ms forward against XLA's 2.7)
 MIN_IN_CHANNELS = 8
@@ -155,12 +160,15 @@ def _call(target: str, out_shape, layout: str, *args):
                             vmap_method="sequential")(*args, oihw=int(layout == "OIHW"))
 
 
-def _weight_io(w, layout: str) -> tuple[int, int]:
-    return (w.shape[2], w.shape[3]) if layout == "HWIO" else (w.shape[1], w.shape[0])
+def _weight_dims(w, layout: str) -> tuple[int, int, int, int]:
+    """(kernel height, kernel width, in channels, out channels) of HWIO or OIHW weights."""
+    if layout == "HWIO":
+        return w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    return w.shape[2], w.shape[3], w.shape[1], w.shape[0]
 
 
 def _forward(x, w, layout):
-    return _call("forward", x.shape[:3] + (_weight_io(w, layout)[1],), layout, x, w)
+    return _call("forward", x.shape[:3] + (_weight_dims(w, layout)[3],), layout, x, w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -191,10 +199,12 @@ def conv_same(x, w, weight_layout: str = "HWIO"):
     """
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got {weight_layout!r}")
-    kh, kw = (w.shape[0], w.shape[1]) if weight_layout == "HWIO" else (w.shape[2], w.shape[3])
-    if x.ndim != 4 or w.ndim != 4 or kh % 2 == 0 or kw % 2 == 0:
+    if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv_same: NHWC input and odd 2-D kernel expected, got {x.shape}, {w.shape}")
-    if _weight_io(w, weight_layout)[0] != x.shape[3]:
+    kh, kw, ci, _ = _weight_dims(w, weight_layout)
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"conv_same: NHWC input and odd 2-D kernel expected, got {x.shape}, {w.shape}")
+    if ci != x.shape[3]:
         raise ValueError(f"conv_same: {x.shape[3]} input channels against weights {w.shape}")
     if x.dtype != jnp.float32 or w.dtype != jnp.float32:
         raise ValueError(f"conv_same: float32 only, got {x.dtype} and {w.dtype}")

@@ -8,7 +8,7 @@
 //
 // Layouts: the forward pass and the input gradient run on NHWC directly (oneDNN's
 // brgemm kernels take it); the weight gradient is much faster on oneDNN's blocked
-// layout, so its two activations are reordered first (for more than 8 input channels).
+// layout, so its two activations are reordered first (for 8 or more input channels).
 // Primitives are cached per problem, so dispatch runs once per shape.
 
 #include <cstdint>
@@ -122,14 +122,21 @@ Problem problem(ffi::Span<const int64_t> act, ffi::Span<const int64_t> wts, int6
   return p;
 }
 
-ffi::Error failure(const std::exception &e) {
-  return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
+// Runs one handler's body; a oneDNN exception becomes the call's error, not a crash.
+template <typename Body>
+ffi::Error guarded(Body body) {
+  try {
+    body();
+  } catch (const std::exception &e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
+  }
+  return ffi::Error::Success();
 }
 
 using F32 = ffi::Buffer<ffi::F32>;
 
 ffi::Error forward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, int64_t oihw) {
-  try {
+  return guarded([&] {
     Problem p = problem(x.dimensions(), w.dimensions(), oihw);
     const auto &c = cached<Forward>(p);
     dnnl::stream s(engine());
@@ -138,14 +145,11 @@ ffi::Error forward(F32 x, F32 w, ffi::ResultBuffer<ffi::F32> y, int64_t oihw) {
     memory ym(activations(p, p.co, Tag::nhwc), engine(), y->typed_data());
     c.prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
     s.wait();
-  } catch (const std::exception &e) {
-    return failure(e);
-  }
-  return ffi::Error::Success();
+  });
 }
 
 ffi::Error backward_data(F32 g, F32 w, ffi::ResultBuffer<ffi::F32> dx, int64_t oihw) {
-  try {
+  return guarded([&] {
     Problem p = problem(g.dimensions(), w.dimensions(), oihw);
     const auto &c = cached<BackwardData>(p);
     dnnl::stream s(engine());
@@ -154,14 +158,11 @@ ffi::Error backward_data(F32 g, F32 w, ffi::ResultBuffer<ffi::F32> dx, int64_t o
     memory xm(activations(p, p.ci, Tag::nhwc), engine(), dx->typed_data());
     c.prim.execute(s, {{DNNL_ARG_DIFF_DST, gm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, xm}});
     s.wait();
-  } catch (const std::exception &e) {
-    return failure(e);
-  }
-  return ffi::Error::Success();
+  });
 }
 
 ffi::Error backward_weights(F32 x, F32 g, ffi::ResultBuffer<ffi::F32> dw, int64_t oihw) {
-  try {
+  return guarded([&] {
     Problem p = problem(x.dimensions(), dw->dimensions(), oihw);
     const auto &c = cached<BackwardWeights>(p);
     dnnl::stream s(engine());
@@ -172,10 +173,7 @@ ffi::Error backward_weights(F32 x, F32 g, ffi::ResultBuffer<ffi::F32> dw, int64_
     c.prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, gm}, {DNNL_ARG_DIFF_WEIGHTS, wm}});
     write_back(wm, plain, dw->typed_data(), s);
     s.wait();
-  } catch (const std::exception &e) {
-    return failure(e);
-  }
-  return ffi::Error::Success();
+  });
 }
 
 }  // namespace

@@ -109,12 +109,16 @@ def _dropout2d(drop_prob: float, rngs: nnx.Rngs) -> nnx.Dropout:
     )
 
 
+def _normalized(x, eps: float = INSTANCE_NORM_EPS):
+    """``(x - mean) / std`` per sample and channel (biased variance), and the ``1 / std``."""
+    centered = x - x.mean(axis=(1, 2), keepdims=True)
+    inv_std = jax.lax.rsqrt(jnp.square(centered).mean(axis=(1, 2), keepdims=True) + eps)
+    return centered * inv_std, inv_std
+
+
 def instance_norm(x, eps: float = INSTANCE_NORM_EPS):
     """``InstanceNorm2d`` without affine parameters: per sample and channel, biased variance."""
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    centered = x - mean
-    var = jnp.square(centered).mean(axis=(1, 2), keepdims=True)
-    return centered * jax.lax.rsqrt(var + eps)
+    return _normalized(x, eps)[0]
 
 
 def _activation(x, negative_slope: float):
@@ -136,10 +140,7 @@ def norm_activation(x, negative_slope: float):
 
 
 def _norm_activation_fwd(x, negative_slope):
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    centered = x - mean
-    inv_std = jax.lax.rsqrt(jnp.square(centered).mean(axis=(1, 2), keepdims=True) + INSTANCE_NORM_EPS)
-    z = centered * inv_std
+    z, inv_std = _normalized(x)
     y = jnp.where(z > 0, z, negative_slope * z)
     # a ReLU's output loses the negative half of z, which the gradient needs: keep z
     return y, (z if negative_slope == 0 else y, inv_std)
