@@ -72,13 +72,17 @@ def test_resize_bilinear_matches_torch_interpolate(size_in, size_out):
     np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)
 
 
-def test_upsample_2x2_matches_torch_conv_transpose():
+@pytest.mark.parametrize("in_chans", [3, 12])  # XLA's matmul, and (>= 8 channels) oneDNN's
+def test_upsample_2x2_matches_torch_conv_transpose(in_chans):
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)  # NCHW
-    w = rng.normal(size=(4, 6, 2, 2)).astype(np.float32)  # torch (in, out, kh, kw)
+    x = rng.normal(size=(2, in_chans, 5, 3)).astype(np.float32)  # NCHW
+    w = rng.normal(size=(in_chans, 6, 2, 2)).astype(np.float32)  # torch (in, out, kh, kw)
     ref = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), stride=2).numpy()
-    out = upsample_2x2(jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(w.transpose(2, 3, 0, 1)))
+    args = jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(w.transpose(2, 3, 0, 1))
+    out = upsample_2x2(*args)
     np.testing.assert_allclose(np.asarray(out).transpose(0, 3, 1, 2), ref, atol=1e-5, rtol=0)
+    native = "FnafOnednnConvTranspose" in jax.jit(upsample_2x2).lower(*args).as_text()
+    assert native == (in_chans >= 8)
 
 
 @pytest.mark.parametrize("name", ["unet_fastmri", "unet_v0"])
@@ -144,15 +148,25 @@ def test_forward_is_traceable_for_any_size(golden):
 @pytest.mark.parametrize("slope", [0.2, 0.0])
 def test_norm_activation_gradient_equals_autodiff(slope):
     """The hand-written gradient of instance norm + (leaky) ReLU against autodiff of the
-    plain composition, within 1e-5 of the largest gradient."""
-    from fnaf_jax.models.unet import _activation, instance_norm, norm_activation
+    plain composition, within 1e-5 of the largest gradient: XLA's fused op (equal values)
+    and what the model calls (on this single CPU device, the native kernel for a leaky
+    slope: values within 1e-6 of the largest)."""
+    from fnaf_jax.models.unet import (
+        _activation,
+        fused_norm_activation,
+        instance_norm,
+        norm_activation,
+    )
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 9, 7, 3)) * 3 + 1, jnp.float32)
     c = jnp.asarray(rng.normal(size=(2, 9, 7, 3)), jnp.float32)
-    fused = jax.grad(lambda x: jnp.sum(norm_activation(x, slope) * c))(x)
+    plain_value = np.asarray(_activation(instance_norm(x), slope))
     plain = jax.grad(lambda x: jnp.sum(_activation(instance_norm(x), slope) * c))(x)
-    np.testing.assert_array_equal(np.asarray(norm_activation(x, slope)),
-                                  np.asarray(_activation(instance_norm(x), slope)))
-    np.testing.assert_allclose(np.asarray(fused), np.asarray(plain), rtol=0,
-                               atol=1e-5 * float(jnp.abs(plain).max()))
+    np.testing.assert_array_equal(np.asarray(fused_norm_activation(x, slope)), plain_value)
+    for op in (fused_norm_activation, norm_activation):
+        np.testing.assert_allclose(np.asarray(op(x, slope)), plain_value, rtol=0,
+                                   atol=1e-6 * np.abs(plain_value).max())
+        fused = jax.grad(lambda x, op=op: jnp.sum(op(x, slope) * c))(x)
+        np.testing.assert_allclose(np.asarray(fused), np.asarray(plain), rtol=0,
+                                   atol=1e-5 * float(jnp.abs(plain).max()))

@@ -1,19 +1,24 @@
-"""oneDNN convolutions for XLA's CPU backend: ``conv_same``, differentiable, as custom calls.
+"""oneDNN convolutions for XLA's CPU backend, differentiable, as custom calls: ``conv_same``
+(stride 1, "same" size) and ``conv_transpose`` (stride = kernel size: the U-Net's 2x2
+up-sampling); and the native CPU kernel library they live in (``call`` runs any of its
+handlers, ``fnaf_jax.kernels.norm`` uses it too).
 
 Why: on a CPU, XLA's convolution weight gradient runs 3-5x slower than oneDNN's (the
-library PyTorch calls), which held the U-Net train step at 0.46-0.50x PyTorch. Routing
-the convolutions through oneDNN (``onednn_conv.cc``, an XLA FFI handler) brings the train
-step level with PyTorch; see docs/performance.md.
+library PyTorch calls), which held the U-Net train step at 0.46-0.50x PyTorch, and its
+transposed-convolution gradient goes through a slow layout copy. Routing them through
+oneDNN (``onednn_conv.cc``, XLA FFI handlers) brings the train step level with PyTorch;
+see docs/performance.md.
 
-The handler is compiled on first use with the system C++ compiler against the installed
-jaxlib's FFI headers and the ``onednn-cpu-gomp`` wheels, into ``$FNAF_KERNEL_CACHE``
-(default ``~/.cache/fnaf-jax/kernels``), keyed by the source and the library versions.
+The library (``SOURCES``) is compiled on first use with the system C++ compiler against
+the installed jaxlib's FFI headers and the ``onednn-cpu-gomp`` wheels, into
+``$FNAF_KERNEL_CACHE`` (default ``~/.cache/fnaf-jax/kernels``), keyed by the sources, the
+library versions and the compiler.
 
-``FNAF_CPU_CONV`` chooses: ``auto`` (default: oneDNN when the backend is a single CPU
-device and the kernel builds, else XLA), ``onednn`` (the same, but a kernel that cannot be
-built is an error rather than a silent fallback) or ``xla`` (never). Multi-device runs
-keep XLA's convolution, which the SPMD partitioner can split; a custom call would be
-replicated onto every device.
+``FNAF_CPU_CONV`` chooses for every native kernel: ``auto`` (default: the kernels when the
+backend is a single CPU device and the library builds, else XLA), ``onednn`` (the same,
+but a library that cannot be built is an error rather than a silent fallback) or ``xla``
+(never). Multi-device runs keep XLA's operations, which the SPMD partitioner can split; a
+custom call would be replicated onto every device.
 """
 
 from __future__ import annotations
@@ -36,11 +41,17 @@ from fnaf_jax.errors import ConfigError
 MODE_ENV = "FNAF_CPU_CONV"
 CACHE_ENV = "FNAF_KERNEL_CACHE"
 MODES = ("auto", "onednn", "xla")
-SOURCE = Path(__file__).with_name("onednn_conv.cc")
-_TARGETS = {
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("onednn_conv.cc", "instance_norm.cc"))
+#: every handler of the library, by the name ``call`` takes
+TARGETS = {
     "forward": "FnafOnednnConvForward",
     "backward_data": "FnafOnednnConvBackwardData",
     "backward_weights": "FnafOnednnConvBackwardWeights",
+    "transpose_forward": "FnafOnednnConvTransposeForward",
+    "transpose_backward_data": "FnafOnednnConvTransposeBackwardData",
+    "transpose_backward_weights": "FnafOnednnConvTransposeBackwardWeights",
+    "norm_forward": "FnafInstanceNormLeakyForward",
+    "norm_backward": "FnafInstanceNormLeakyBackward",
 }
 WEIGHT_LAYOUTS = ("HWIO", "OIHW")
 
@@ -82,9 +93,9 @@ def _cache_dir() -> Path:
 
 
 def _build(inputs: dict) -> Path:
-    """The compiled handler library, built once per source and library versions."""
+    """The compiled handler library, built once per sources and library versions."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), importlib.metadata.version("jaxlib").encode(),
+    for part in (*(src.read_bytes() for src in SOURCES), importlib.metadata.version("jaxlib").encode(),
                  str(inputs["lib"]).encode(), inputs["compiler"].encode()):
         key.update(part)
     out = _cache_dir() / f"onednn_conv-{key.hexdigest()[:16]}.so"
@@ -93,15 +104,18 @@ def _build(inputs: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [inputs["compiler"], "-O2", "-shared", "-fPIC", "-std=c++17", "-w",
-           f"-I{jax.ffi.include_dir()}", f"-I{inputs['include']}", str(SOURCE), "-o", tmp,
+    # -O3 -fopenmp: the norm kernel's loops are vectorised and run on oneDNN's OpenMP threads
+    cmd = [inputs["compiler"], "-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-w",
+           f"-I{jax.ffi.include_dir()}", f"-I{inputs['include']}", *map(str, SOURCES), "-o", tmp,
            f"-L{inputs['lib'].parent}", f"-l:{inputs['lib'].name}",
            f"-Wl,-rpath,{inputs['lib'].parent}"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
-            raise KernelUnavailable(f"compiling {SOURCE.name} failed: {lines[-1]}")
+            # the compiler's first error names the cause; its last line is often a caret
+            first_error = next((line.strip() for line in lines if "error" in line), lines[-1].strip())
+            raise KernelUnavailable(f"compiling {', '.join(src.name for src in SOURCES)} failed: {first_error}")
         os.replace(tmp, out)  # atomic: concurrent builders each install a whole file
     finally:
         if os.path.exists(tmp):
@@ -112,7 +126,7 @@ def _build(inputs: dict) -> Path:
 @functools.cache
 def _load() -> ctypes.CDLL:
     lib = ctypes.cdll.LoadLibrary(str(_build(_build_inputs())))
-    for symbol in _TARGETS.values():
+    for symbol in TARGETS.values():
         jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     return lib
 
@@ -153,11 +167,18 @@ def use_for(x, in_channels: int) -> bool:
             and enabled())
 
 
-def _call(target: str, out_shape, layout: str, *args):
+def call(target: str, out_shapes, *args, **attrs):
+    """Run the library's handler ``target`` (a key of ``TARGETS``) on float32 ``args``;
+    ``out_shapes`` is one shape, or a list of shapes for several results."""
     _load()  # registers the handlers in this process (a cached executable needs them too)
-    # sequential: vmap runs one call per batch element; the models never vmap convolutions
-    return jax.ffi.ffi_call(_TARGETS[target], jax.ShapeDtypeStruct(out_shape, jnp.float32),
-                            vmap_method="sequential")(*args, oihw=int(layout == "OIHW"))
+    results = (jax.ShapeDtypeStruct(out_shapes, jnp.float32) if isinstance(out_shapes, tuple)
+               else [jax.ShapeDtypeStruct(s, jnp.float32) for s in out_shapes])
+    # sequential: vmap runs one call per batch element; the models never vmap these ops
+    return jax.ffi.ffi_call(TARGETS[target], results, vmap_method="sequential")(*args, **attrs)
+
+
+def _call(target: str, out_shape, layout: str, *args):
+    return call(target, out_shape, *args, oihw=int(layout == "OIHW"))
 
 
 def _weight_dims(w, layout: str) -> tuple[int, int, int, int]:
@@ -209,3 +230,40 @@ def conv_same(x, w, weight_layout: str = "HWIO"):
     if x.dtype != jnp.float32 or w.dtype != jnp.float32:
         raise ValueError(f"conv_same: float32 only, got {x.dtype} and {w.dtype}")
     return _conv(x, w, weight_layout)
+
+
+def _transpose_forward(x, w):
+    n, h, wd, _ = x.shape
+    kh, kw, _, co = w.shape
+    return _call("transpose_forward", (n, h * kh, wd * kw, co), "HWIO", x, w)
+
+
+@jax.custom_vjp
+def _transposed(x, w):
+    return _transpose_forward(x, w)
+
+
+def _transposed_fwd(x, w):
+    return _transpose_forward(x, w), (x, w)
+
+
+def _transposed_bwd(residuals, g):
+    x, w = residuals
+    return (_call("transpose_backward_data", x.shape, "HWIO", g, w),
+            _call("transpose_backward_weights", w.shape, "HWIO", x, g))
+
+
+_transposed.defvjp(_transposed_fwd, _transposed_bwd)
+
+
+def conv_transpose(x, w):
+    """Transposed convolution of NHWC float32 ``x`` whose stride equals the kernel size,
+    without padding (PyTorch's ``ConvTranspose2d(kernel_size=k, stride=k)``):
+    ``out[k*i+a, k*j+b, o] = sum_c x[i, j, c] * w[a, b, c, o]``; ``w`` is HWIO with I the
+    input channels. Differentiable in both arguments."""
+    if x.ndim != 4 or w.ndim != 4 or w.shape[2] != x.shape[3]:
+        raise ValueError(f"conv_transpose: NHWC input and (kh, kw, in, out) kernel expected, "
+                         f"got {x.shape}, {w.shape}")
+    if x.dtype != jnp.float32 or w.dtype != jnp.float32:
+        raise ValueError(f"conv_transpose: float32 only, got {x.dtype} and {w.dtype}")
+    return _transposed(x, w)

@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from fnaf_jax.errors import ConfigError, DataError
-from fnaf_jax.kernels import onednn
+from fnaf_jax.kernels import norm, onednn
 from fnaf_jax.normalize import normalize_instance, unnormalize
 from fnaf_jax.physics import complex_abs
 
@@ -125,9 +125,18 @@ def _activation(x, negative_slope: float):
     return jax.nn.relu(x) if negative_slope == 0 else jax.nn.leaky_relu(x, negative_slope)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def norm_activation(x, negative_slope: float):
-    """``_activation(instance_norm(x), negative_slope)`` with a hand-written gradient.
+    """``_activation(instance_norm(x), negative_slope)`` with a hand-written gradient: on a
+    single CPU device with a leaky slope, the native kernel (``fnaf_jax.kernels.norm``),
+    else ``fused_norm_activation`` in XLA."""
+    if norm.use_for(x, negative_slope):
+        return norm.norm_leaky_relu(x, negative_slope, INSTANCE_NORM_EPS)
+    return fused_norm_activation(x, negative_slope)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def fused_norm_activation(x, negative_slope: float):
+    """``_activation(instance_norm(x), negative_slope)`` in XLA with a hand-written gradient.
 
     Autodiff keeps the centred input, the normalised map and the activation mask and
     walks them in several passes; this keeps only the output and the per-channel
@@ -157,7 +166,7 @@ def _norm_activation_bwd(negative_slope, residuals, g):
     return (inv_std * (gz - mean_g - z * mean_gz),)
 
 
-norm_activation.defvjp(_norm_activation_fwd, _norm_activation_bwd)
+fused_norm_activation.defvjp(_norm_activation_fwd, _norm_activation_bwd)
 
 
 class ConvBlock(nnx.Module):
@@ -188,8 +197,12 @@ def upsample_2x2(x, kernel):
     """``ConvTranspose2d(kernel_size=2, stride=2)`` without bias; ``kernel`` is (2, 2, in, out).
 
     With stride equal to the kernel size the output pixels do not overlap:
-    ``out[2i+a, 2j+b, o] = sum_c x[i, j, c] * kernel[a, b, c, o]``, one matmul and a reshape.
+    ``out[2i+a, 2j+b, o] = sum_c x[i, j, c] * kernel[a, b, c, o]``, one matmul and a reshape
+    in XLA; on a single CPU device oneDNN's transposed convolution, whose gradient needs
+    no layout copy (XLA's spends a third of the up-sampling's time transposing).
     """
+    if onednn.use_for(x, x.shape[-1]):
+        return onednn.conv_transpose(x, kernel)
     n, h, w, _ = x.shape
     y = jnp.einsum("nhwc,abco->nhawbo", x, kernel, precision=PRECISION)
     return y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
