@@ -26,40 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+# the sibling benchmark's step (benchmarks/ is on sys.path when run as a script)
+from train_throughput import jax_training
+
 
 def build_step(chans: int, pools: int, size: int):
     """The compiled step's text and a function running one step."""
-    import jax
-    from flax import nnx
-
-    from fnaf_jax import parallel
-    from fnaf_jax.models.registry import build_abstract_model
-    from fnaf_jax.train.config import TrainConfig
-    from fnaf_jax.train.steps import (
-        init_state,
-        make_optimizer,
-        make_train_step,
-        step_key,
-    )
-    from fnaf_jax.train.unet_task import UnetTask
-
-    cfg = TrainConfig(chans=chans, num_pools=pools, batch_size=1)
-    model = build_abstract_model(cfg.model_config())
-    rng = np.random.default_rng(0)
-    nnx.update(model, jax.tree.map(
-        lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(s.dtype),
-        nnx.state(model, nnx.Param)))
-    mesh = parallel.make_mesh(jax.devices()[:1])
-    tx = make_optimizer(cfg, 1000)
-    model.train()
-    graphdef, state = init_state(model, tx)
-    state = parallel.replicate(state, mesh)
-    step = make_train_step(UnetTask(loss="l1"), graphdef, tx, mesh)
-    image = rng.normal(size=(1, size, size)).astype(np.float32)
-    batch = parallel.shard_batch({"image": image, "target": image}, mesh)
-    key = step_key(0, 0)
-    text = step.lower(state, batch, key).compile().as_text()
-    holder = {"state": state}
+    image = np.random.default_rng(0).normal(size=(1, size, size)).astype(np.float32)
+    t = jax_training(chans, pools, image, image)
+    step, batch, key = t["step"], t["batch"], t["key"]
+    text = step.lower(t["state"], batch, key).compile().as_text()
+    holder = {"state": t["state"]}
 
     def run():
         holder["state"], loss, _ = step(holder["state"], batch, key)

@@ -53,7 +53,9 @@ def measure(sides: dict, args) -> dict:
     return out
 
 
-def jax_side(args, image, target) -> dict:
+def jax_training(chans: int, pools: int, image, target) -> dict:
+    """The U-Net's compiled train step on one device with random weights: ``step``,
+    ``state``, ``batch``, ``key`` and the ``model`` (in training mode)."""
     import jax
     from flax import nnx
 
@@ -68,7 +70,7 @@ def jax_side(args, image, target) -> dict:
     )
     from fnaf_jax.train.unet_task import UnetTask
 
-    cfg = TrainConfig(chans=args.chans, num_pools=args.pools, batch_size=args.batch_size)
+    cfg = TrainConfig(chans=chans, num_pools=pools, batch_size=image.shape[0])
     model = build_abstract_model(cfg.model_config())
     rng = np.random.default_rng(0)  # weights drawn in numpy: values do not matter here
     nnx.update(model, jax.tree.map(
@@ -78,11 +80,19 @@ def jax_side(args, image, target) -> dict:
     tx = make_optimizer(cfg, 1000)
     model.train()
     graphdef, state = init_state(model, tx)
-    state = parallel.replicate(state, mesh)
-    step = make_train_step(UnetTask(loss="l1"), graphdef, tx, mesh)
-    batch = parallel.shard_batch({"image": image, "target": target}, mesh)
-    key = step_key(0, 0)
-    holder = {"state": state}
+    return {"step": make_train_step(UnetTask(loss="l1"), graphdef, tx, mesh),
+            "state": parallel.replicate(state, mesh),
+            "batch": parallel.shard_batch({"image": image, "target": target}, mesh),
+            "key": step_key(0, 0), "model": model}
+
+
+def jax_side(args, image, target) -> dict:
+    import jax
+    from flax import nnx
+
+    t = jax_training(args.chans, args.pools, image, target)
+    step, batch, key, model = t["step"], t["batch"], t["key"], t["model"]
+    holder = {"state": t["state"]}
 
     def train_once():
         holder["state"], loss, _ = step(holder["state"], batch, key)
