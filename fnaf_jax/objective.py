@@ -273,15 +273,29 @@ def _pad_to_chunks(a, size: int):
     return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _split_chunks(size: int, arrays):
+    """``arrays`` (pytrees with leading axis n) padded and cut into chunks of ``size``, as
+    one compiled call. Sliced eagerly, every array of every chunk is a dispatch of its own,
+    and on a CPU each waits for the model call queued before it: the device idles between
+    chunks (the small i-RIM's RS: 176 such slices for 22 chunks)."""
+    padded = jax.tree.map(lambda a: _pad_to_chunks(a, size), arrays)
+    total = jax.tree.leaves(padded)[0].shape[0]
+    return [jax.tree.map(lambda a, i=i: a[i:i + size], padded) for i in range(0, total, size)]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _join_chunks(n: int, parts):
+    return jax.tree.map(lambda *p: jnp.concatenate(p)[:n], *parts)
+
+
 def call_in_chunks(fn, size: int, n: int, *arrays):
     """``fn(*chunk)`` over ``arrays`` (pytrees with leading axis ``n``) in chunks of
     ``size``, the last padded (one shape: one compilation); the outputs (pytrees, ``None``
     leaves allowed) concatenated and cut to ``n``. The separate-calls path of every chunked
     model call (the scorer, the feature gradient, the k-space attacks)."""
-    padded = [jax.tree.map(lambda a: _pad_to_chunks(a, size), x) for x in arrays]
-    total = jax.tree.leaves(padded[0])[0].shape[0]
-    parts = [fn(*(jax.tree.map(lambda a, i=i: a[i:i + size], x) for x in padded)) for i in range(0, total, size)]
-    return jax.tree.map(lambda *p: jnp.concatenate(p)[:n], *parts)
+    parts = [fn(*chunk) for chunk in _split_chunks(size, arrays)]
+    return _join_chunks(n, parts)
 
 
 def _score_chunked(recon_fn, batch, candidates, cfg, per_image, clean_output, images=None):
