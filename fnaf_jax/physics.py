@@ -69,7 +69,20 @@ def undersample(image, mask):
     image = jnp.asarray(image)
     if not jnp.iscomplexobj(image):
         image = image.astype(jnp.result_type(image.dtype, jnp.complex64))
-    return ifft2c(apply_column_mask(fft2c(image), mask))
+    # The mask depends on the column only, so the row transforms of fft2c and ifft2c
+    # cancel exactly: 1-D transforms along the rows give the same U (within rounding)
+    # for a third less time (the attacks under-sample every candidate).
+    return _ifftc_columns(apply_column_mask(_fftc_columns(image), mask))
+
+
+def _fftc_columns(x):
+    x = jnp.fft.fft(jnp.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho")
+    return jnp.fft.fftshift(x, axes=-1)
+
+
+def _ifftc_columns(x):
+    x = jnp.fft.ifft(jnp.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho")
+    return jnp.fft.fftshift(x, axes=-1)
 
 
 def zero_filled(kspace, mask, crop=(320, 320)):

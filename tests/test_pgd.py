@@ -79,19 +79,23 @@ def test_location_gradient_is_the_derivative_of_a_feature_shift():
     _, grad = FeatureGradient(O.make_scorer(attenuator), radius)(batch, cands, 0.0)
     got = np.asarray(location_gradient(grad, cands))[:, 0]
 
-    y, mask = jnp.asarray(batch["target_raw"]), jnp.asarray(batch["mask"])
-    d0 = F.rasterize(cands, (H, H))[:, 0]
+    d0 = np.asarray(F.rasterize(cands, (H, H))[:, 0], np.float64)
     reg = F.region(cands, (H, H), radius)[:, 0]
-    clean = O.clean_outputs(attenuator, batch)
+    clean = np.asarray(O.clean_outputs(attenuator, batch), np.float64)
     idx = jnp.arange(B)
 
     def loss(d):
-        out = O.forward_images(attenuator, y, mask, None, O.undersample(y, mask), idx, d, reg, clean)
-        return np.asarray(O.scores_of(out, O.ATTACK).loss, np.float64)
+        # in float64: the loss differences are a few float32 roundings of the loss
+        with jax.enable_x64(True):
+            y = jnp.asarray(batch["target_raw"], jnp.float64)
+            mask = jnp.asarray(batch["mask"], jnp.float64)
+            out = O.forward_images(attenuator, y, mask, None, O.undersample(y, mask), idx,
+                                   jnp.asarray(d), reg, jnp.asarray(clean))
+            return np.asarray(O.scores_of(out, O.ATTACK).loss, np.float64)
 
     delta = 0.05
     for axis in (0, 1):
-        deriv = (jnp.roll(d0, -1, axis=axis + 1) - jnp.roll(d0, 1, axis=axis + 1)) / 2.0
+        deriv = (np.roll(d0, -1, axis=axis + 1) - np.roll(d0, 1, axis=axis + 1)) / 2.0
         fd = (loss(d0 - delta * deriv) - loss(d0 + delta * deriv)) / (2 * delta)
         np.testing.assert_allclose(got[:, axis], fd, rtol=2e-2, atol=1e-9)
     assert np.abs(got).min() > 0

@@ -86,11 +86,12 @@ def test_real_input_and_dtypes():
     np.testing.assert_allclose(u, x, atol=2e-6)  # full mask: identity
 
 
-def test_undersample_is_linear_and_masks_columns():
+@pytest.mark.parametrize("shape", [(2, 10, 12), (3, 9, 13)])  # odd sizes: the shifts' parity
+def test_undersample_is_linear_and_masks_columns(shape):
     rng = np.random.default_rng(3)
-    y = jnp.asarray(rng.random((2, 10, 12)), jnp.float32)
-    d = jnp.asarray(rng.random((2, 10, 12)), jnp.float32)
-    mask = jnp.asarray(rng.random((2, 12)) < 0.5, jnp.float32)
+    y = jnp.asarray(rng.random(shape), jnp.float32)
+    d = jnp.asarray(rng.random(shape), jnp.float32)
+    mask = jnp.asarray(rng.random((shape[0], shape[2])) < 0.5, jnp.float32)
     a, b = 0.7, -1.3
     lhs = physics.undersample(a * y + b * d, mask)
     rhs = a * physics.undersample(y, mask) + b * physics.undersample(d, mask)
