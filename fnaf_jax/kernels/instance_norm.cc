@@ -6,10 +6,13 @@
 //
 // Forward:  y = leaky((x - mean) * r),  r = 1 / sqrt(var + eps)  per sample and channel
 //           (biased variance), returning y and r.
-// Backward: from y, r and the output gradient g, with z = y (y > 0) or y / slope and
-//           gz = g (y > 0) or slope * g (1 / slope is multiplied, not divided):  dx = r * (gz - mean(gz) - z * mean(gz * z)).
-// Channel sums are taken in double: the backward pass's output sums to zero per channel
-// only as far as its mean gradient is exact (float sums leave a bias 10x XLA's).
+// Backward: from y, r and the output gradient g, with z = y (y > 0) or y / slope (taken as
+//           y * (1 / slope)) and gz = g (y > 0) or slope * g:
+//           dx = r * (gz - mean(gz) - z * mean(gz * z)).
+// Channel sums are taken in double, the forward ones about the first block's mean: the
+// backward pass's output sums to zero per channel only as far as its mean gradient is
+// exact (float sums left a bias 10x XLA's), and sums about zero would cancel where
+// |mean| >> std.
 
 #include <omp.h>
 
