@@ -15,18 +15,21 @@ from fnaf_jax.errors import DataError
 _AXES = (-2, -1)
 
 
+def _centred(transform, x, axes):
+    """``fftshift(transform(ifftshift(x), norm="ortho"))`` over ``axes`` (fastMRI's centring);
+    ``transform`` is ``jnp.fft.fftn`` or ``jnp.fft.ifftn``."""
+    x = transform(jnp.fft.ifftshift(jnp.asarray(x), axes=axes), axes=axes, norm="ortho")
+    return jnp.fft.fftshift(x, axes=axes)
+
+
 def fft2c(image):
     """Centred orthonormal 2-D FFT over the last two axes (image -> k-space)."""
-    x = jnp.fft.ifftshift(jnp.asarray(image), axes=_AXES)
-    x = jnp.fft.fft2(x, axes=_AXES, norm="ortho")
-    return jnp.fft.fftshift(x, axes=_AXES)
+    return _centred(jnp.fft.fftn, image, _AXES)
 
 
 def ifft2c(kspace):
     """Centred orthonormal inverse 2-D FFT over the last two axes (k-space -> image)."""
-    x = jnp.fft.ifftshift(jnp.asarray(kspace), axes=_AXES)
-    x = jnp.fft.ifft2(x, axes=_AXES, norm="ortho")
-    return jnp.fft.fftshift(x, axes=_AXES)
+    return _centred(jnp.fft.ifftn, kspace, _AXES)
 
 
 def _crop_start(n: int, size: int, axis_name: str) -> int:
@@ -72,17 +75,8 @@ def undersample(image, mask):
     # The mask depends on the column only, so the row transforms of fft2c and ifft2c
     # cancel exactly: 1-D transforms along the rows give the same U (within rounding)
     # for a third less time (the attacks under-sample every candidate).
-    return _ifftc_columns(apply_column_mask(_fftc_columns(image), mask))
-
-
-def _fftc_columns(x):
-    x = jnp.fft.fft(jnp.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho")
-    return jnp.fft.fftshift(x, axes=-1)
-
-
-def _ifftc_columns(x):
-    x = jnp.fft.ifft(jnp.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho")
-    return jnp.fft.fftshift(x, axes=-1)
+    kspace_rows = apply_column_mask(_centred(jnp.fft.fftn, image, (-1,)), mask)
+    return _centred(jnp.fft.ifftn, kspace_rows, (-1,))
 
 
 def zero_filled(kspace, mask, crop=(320, 320)):

@@ -183,6 +183,7 @@ ffi::Error backward(F32 y, F32 r, F32 g, ffi::ResultBuffer<ffi::F32> dx, float s
 }
 
 }  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FnafInstanceNormLeakyForward, forward,
                               ffi::Ffi::Bind()
                                   .Arg<F32>()
