@@ -213,14 +213,20 @@ def _scatter(rows, cols, vals, shape):
     return img.reshape(*lead, h, w)
 
 
-def rasterize(candidates: Candidates, shape) -> jax.Array:
-    """Feature images ``d`` (B, K, H, W): values at the feature pixels, zero elsewhere.
+def points(candidates: Candidates):
+    """``(rows, cols, values)`` of every feature pixel, (B, K, P) each, the values float32.
 
-    Duplicate pixels (``shape="walk"``) keep the last value, so a pixel never sums twice.
+    A duplicate pixel (``shape="walk"``) keeps its last value and the others are zeroed,
+    so summing the points never counts a pixel twice.
     """
     pix = pixels(candidates)
     vals = jnp.where(_last_occurrence(pix), candidates.values, 0.0).astype(jnp.float32)
-    return _scatter(pix[..., 0], pix[..., 1], vals, shape)
+    return pix[..., 0], pix[..., 1], vals
+
+
+def rasterize(candidates: Candidates, shape) -> jax.Array:
+    """Feature images ``d`` (B, K, H, W): the ``points`` summed into zero images."""
+    return _scatter(*points(candidates), shape)
 
 
 def disk_offsets(radius: float):

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from fnaf_jax import features
 from fnaf_jax.errors import ConfigError, DataError
 from fnaf_jax.normalize import EPS, instance_stats, normalize
-from fnaf_jax.physics import center_crop, undersample
+from fnaf_jax.physics import center_crop, undersample, undersample_points
 
 REDUCTIONS = ("mse", "region_mean", "nmse")
 
@@ -145,16 +145,19 @@ def forward(recon_fn: ReconFn, batch, candidates: features.Candidates, radius: f
 
 def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius, clean_output=None):
     shape = y.shape[-2:]
+    rows, cols, vals = (a[:, 0] for a in features.points(cand))  # (n, P)
     d = features.rasterize(cand, shape)[:, 0]  # (n, H, W)
     reg = features.region(cand, shape, radius)[:, 0]
-    return forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output)
+    u_d = undersample_points(rows, cols, vals, mask[idx], shape)  # a fraction of a dense U(d)
+    return forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output, u_d)
 
 
-def forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output=None):
+def forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output=None, u_d=None):
     """``_forward_flat`` for feature images ``d`` (n, H, W) added to slices ``idx`` of ``y``
-    with loss regions ``reg`` (n, H, W): differentiable in ``d`` (gradient attacks)."""
+    with loss regions ``reg`` (n, H, W): differentiable in ``d`` (gradient attacks).
+    ``u_d`` is ``U(d)`` when the caller has it (sparse features: ``undersample_points``)."""
     m = mask[idx]
-    u = u_clean[idx] + undersample(d, m)  # linearity: U(y) once per slice
+    u = u_clean[idx] + (undersample(d, m) if u_d is None else u_d)  # linearity: U(y) once per slice
     x = jnp.abs(u)
     mean, std = instance_stats(x)
     output = recon_fn(u, m, None if metadata is None else metadata[idx])

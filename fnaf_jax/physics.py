@@ -8,6 +8,7 @@ fftshift(fft2(ifftshift(x), norm="ortho"))``; shifts use ``n // 2`` (fftshift) a
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from fnaf_jax.errors import DataError
@@ -77,6 +78,24 @@ def undersample(image, mask):
     # for a third less time (the attacks under-sample every candidate).
     kspace_rows = apply_column_mask(_centred(jnp.fft.fftn, image, (-1,)), mask)
     return _centred(jnp.fft.ifftn, kspace_rows, (-1,))
+
+
+def undersample_points(rows, cols, values, mask, shape):
+    """``U(d)`` (n, H, W) complex64 of sparse images ``d``: ``values`` at (``rows``, ``cols``),
+    each (n, P); ``mask`` (n, W). Pixels outside ``shape`` drop.
+
+    Because the mask depends on the column only, ``U`` acts on each row alone (see
+    ``undersample``), so by linearity ``U(d)`` is, for every pixel, its value times ``U``
+    of a one-pixel row, added into the pixel's row: P transforms of length W instead of H
+    (the attacks' features have P = 10 pixels in a 320-row image).
+    """
+    h, w = shape
+    deltas = jax.nn.one_hot(cols, w, dtype=jnp.complex64) * values[..., None]  # (n, P, W); off-image cols: 0
+    responses = undersample(deltas, mask)  # each of the P rows transformed along W
+    rows = jnp.where((rows >= 0) & (rows < h), rows, h)  # off-image rows go past the end: dropped
+    n = rows.shape[0]
+    out = jnp.zeros((n, h, w), responses.dtype)
+    return out.at[jnp.arange(n)[:, None], rows].add(responses, mode="drop")
 
 
 def zero_filled(kspace, mask, crop=(320, 320)):

@@ -76,3 +76,42 @@ def test_bad_data_folder_is_one_clear_error(checkpoint, tmp_path, capsys):
             "--out", str(tmp_path / "x.jsonl"), "--no-progress"]
     assert main(argv) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_methods_sharing_the_no_feature_control_write_the_same_records(checkpoint, synthetic_dir, tmp_path):
+    """A ControlCache computes each slice's no-feature output once per model and mask: FD
+    after RS reads every batch of it from the cache, and writes exactly the records of a
+    run that computes its own; another mask finds nothing."""
+    from fnaf_jax.attacks.config import AttackConfig
+    from fnaf_jax.attacks.controls import ControlCache
+    from fnaf_jax.attacks.runner import AttackJob, attack_folder
+    from fnaf_jax.masks import MaskSpec
+
+    cfg = AttackConfig(k=3, fd_iterations=1)
+
+    def job(name, method, acceleration=4):
+        return AttackJob(data=str(synthetic_dir), out=str(tmp_path / name), checkpoint=str(checkpoint),
+                         method=method, mask=MaskSpec(acceleration), attack=cfg, batch_size=2, limit=4)
+
+    controls = ControlCache()
+    assert attack_folder(job("rs.jsonl", "rs"), progress=False, controls=controls) == 4
+    assert (controls.hits, controls.misses) == (0, 2)  # two batches, computed and stored
+    assert attack_folder(job("fd.jsonl", "fd"), progress=False, controls=controls) == 4
+    assert (controls.hits, controls.misses) == (2, 2)  # FD computed no control
+    attack_folder(job("fd_alone.jsonl", "fd"), progress=False)
+    assert _records(tmp_path / "fd.jsonl") == _records(tmp_path / "fd_alone.jsonl")
+    attack_folder(job("rs_8x.jsonl", "rs", 8), progress=False, controls=controls)
+    assert (controls.hits, controls.misses) == (2, 4)  # keyed by mask: 8x is computed
+
+
+def test_a_full_control_cache_stores_no_more():
+    from fnaf_jax.attacks.controls import ControlCache
+
+    out = np.ones((3, 4, 4), np.float32)
+    batch = {"fname": ["a.h5", "a.h5", "b.h5"], "slice_num": [0, 1, 0]}
+    cache = ControlCache(max_bytes=2 * out[0].nbytes)
+    cache.store(("m", ""), "spec", batch, out * np.arange(3, dtype=np.float32)[:, None, None])
+    assert cache.lookup(("m", ""), "spec", batch) is None  # b.h5 did not fit
+    first = {"fname": ["a.h5", "a.h5"], "slice_num": [1, 0]}
+    np.testing.assert_array_equal(cache.lookup(("m", ""), "spec", first)[:, 0, 0], [1, 0])
+    assert cache.lookup(("other", ""), "spec", first) is None

@@ -111,6 +111,31 @@ def test_undersample_is_linear_and_masks_columns(shape):
     assert np.abs(kspace * (1 - np.asarray(mask))[:, None, :]).max() < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(12, 10), (9, 13), (320, 320)])
+def test_undersample_points_equals_dense_computation(shape):
+    """The sparse U(d) of point features against the numpy k-space of the dense image,
+    with pixels off the image (dropped) and a repeated pixel (summed)."""
+    h, w = shape
+    rng = np.random.default_rng(5)
+    n, p = 4, 10
+    rows = rng.integers(-2, h + 2, (n, p))
+    cols = rng.integers(-2, w + 2, (n, p))
+    rows[:, 1], cols[:, 1] = rows[:, 0], cols[:, 0]  # the same pixel twice
+    rows[0, 2], cols[1, 3] = h, -1  # certainly off the image
+    vals = rng.normal(size=(n, p))
+    mask = rng.random((n, w)) < 0.4
+    d = np.zeros((n, h, w))
+    for i in range(n):
+        for j in range(p):
+            if 0 <= rows[i, j] < h and 0 <= cols[i, j] < w:
+                d[i, rows[i, j], cols[i, j]] += vals[i, j]
+    ref = _fastmri_fft2c_numpy(_fastmri_fft2c_numpy(d) * mask[:, None, :], inverse=True)
+    got = physics.undersample_points(jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32),
+                                     jnp.asarray(vals, jnp.float32), jnp.asarray(mask, jnp.float32), shape)
+    assert got.shape == (n, h, w) and got.dtype == jnp.complex64
+    np.testing.assert_allclose(got, ref, atol=2e-6 * np.abs(ref).max())
+
+
 def test_jit_and_vmap_agree_with_eager():
     rng = np.random.default_rng(4)
     y = jnp.asarray(rng.random((3, 8, 9)), jnp.float32)

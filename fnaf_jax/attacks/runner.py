@@ -29,6 +29,7 @@ from fnaf_jax.attacks.config import (
     AttackConfig,
     summarize,
 )
+from fnaf_jax.attacks.controls import ControlCache
 from fnaf_jax.attacks.finite_diff import finite_diff
 from fnaf_jax.attacks.kspace import METHODS as KSPACE_METHODS
 from fnaf_jax.attacks.kspace import kspace_attack
@@ -145,11 +146,13 @@ def _fetch(result):
 def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: MaskSpec = DEFAULT_MASK,
                cfg: AttackConfig = DEFAULT_ATTACK, batch_size: int = 8, limit: int | None = None,
                seed: int = 0, model_name: str = "", checkpoint: str = "", role: str | None = None,
-               transfer_from=None, progress: bool = True) -> int:
+               transfer_from=None, progress: bool = True, controls: ControlCache | None = None) -> int:
     """Attack the first ``limit`` slices of ``dataset``; append records to ``out_path``.
 
     Slices already in ``out_path`` are skipped (resume); each batch is appended and
-    flushed as soon as it is done. Returns the number of new records.
+    flushed as soon as it is done. Returns the number of new records. ``controls`` shares
+    each slice's no-feature output with the other runs given the same cache
+    (``fnaf_jax.attacks.controls``).
     """
     if method not in METHODS:
         raise ConfigError(f"attack method {method!r} unknown; choose one of {sorted(METHODS)}")
@@ -166,11 +169,11 @@ def run_attack(model_or_fn, dataset, out_path, *, method: str = "rs", spec: Mask
             else contextlib.nullcontext())
     with lock:
         return _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed,
-                           model_name, checkpoint, role, transfer_from, progress)
+                           model_name, checkpoint, role, transfer_from, progress, controls)
 
 
 def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, limit, seed, model_name,
-                checkpoint, role, transfer_from, progress) -> int:
+                checkpoint, role, transfer_from, progress, controls) -> int:
     existing = read_records(out_path) if out_path.is_file() else []
     done = {(r["file"], r["slice"]) for r in existing}
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -221,6 +224,9 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             batch = make_batch(items, spec, cfg.features.image_shape)
             keys = batch_keys(seed, batch)
             device_batch, keys = _shard(batch, keys, mesh)
+            if controls is not None:
+                device_batch = _with_control(controls, (model_name, checkpoint), spec, batch, device_batch,
+                                             scorer, mesh)
             result = attack(scorer, device_batch, keys, cfg)
             result = _fetch(result)
             if jax.process_index() == 0:
@@ -240,6 +246,21 @@ def _run_locked(model_or_fn, dataset, out_path, method, spec, cfg, batch_size, l
             fh.close()
         bar.close()
     return written
+
+
+def _with_control(controls: ControlCache, model: tuple, spec: MaskSpec, batch: dict, device_batch: dict,
+                  scorer, mesh) -> dict:
+    """``device_batch`` with each slice's no-feature output, from ``controls`` when it holds
+    them all, else computed (one model image per slice) and stored there."""
+    held = controls.lookup(model, spec, batch)
+    if held is None:
+        clean = scorer.clean_output(device_batch)
+        controls.store(model, spec, batch, _fetch(clean))
+    elif mesh is not None:
+        clean = parallel.shard_batch({"clean_output": held}, mesh)["clean_output"]
+    else:
+        clean = held
+    return {**device_batch, "clean_output": clean}
 
 
 def _slice_name(dataset, index: int) -> tuple[str, int]:
@@ -281,8 +302,9 @@ class AttackJob:
             raise ConfigError("an attack needs exactly one of a checkpoint and a baseline")
 
 
-def attack_folder(job: AttackJob, progress: bool = True) -> int:
-    """``fnaf attack``: run ``job``; returns the number of new records."""
+def attack_folder(job: AttackJob, progress: bool = True, controls: ControlCache | None = None) -> int:
+    """``fnaf attack``: run ``job``; returns the number of new records. ``controls``: as for
+    ``run_attack`` (one cache per data folder)."""
     from fnaf_jax.data.fastmri import SliceDataset
 
     job.mask.mask_func()  # bad mask options fail here, before the model loads
@@ -302,4 +324,4 @@ def attack_folder(job: AttackJob, progress: bool = True) -> int:
     return run_attack(model, dataset, job.out, method=job.method, spec=job.mask, cfg=job.attack,
                       batch_size=job.batch_size, limit=job.limit, seed=job.seed,
                       model_name=job.name or name, checkpoint=checkpoint, role=job.role,
-                      transfer_from=job.transfer_from, progress=progress)
+                      transfer_from=job.transfer_from, progress=progress, controls=controls)

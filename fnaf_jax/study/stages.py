@@ -291,11 +291,13 @@ def model_calls(job, slices: int) -> int:
 
 
 def _attack_stage(name: str, jobs: list, after: list[str], kind: str, slices: int) -> Stage:
+    from fnaf_jax.attacks.controls import ControlCache
     from fnaf_jax.attacks.runner import attack_folder
 
     def run():
+        controls = ControlCache()  # the stage's methods share each slice's no-feature output
         for job in jobs:
-            attack_folder(job)
+            attack_folder(job, controls=controls)
 
     return Stage(name, run, {"jobs": [_asdict(j) for j in jobs]}, outputs=[Path(j.out) for j in jobs],
                  after=after, weight=PRIOR_RATES[kind], kind=kind,
