@@ -4,7 +4,10 @@ Compared with (a) the bare model forward on the same number of images (the floor
 the model alone costs) and (b) a per-candidate loop that scores one candidate per call
 (how a naive port would do it). Prints both ratios, and RS*/bare-best: RS with the
 no-feature control output given (FD, PGD and the k-space attack compute it once and share
-it across their rounds), i.e. the candidates alone against the model. Never run as a test.
+it across their rounds, and the methods of a study stage share it through a ControlCache),
+i.e. the candidates alone against the model; and RSimg/bare-best: a lone RS call's model
+images (its K candidates and one control per slice) per second against the model. RS, RS*
+and both bare rates are timed in turn, --repeats times (medians). Never run as a test.
 
     python benchmarks/attack_throughput.py --chans 8 --pools 3 --batch-sizes 1 4 --ks 4 11
     python benchmarks/attack_throughput.py --model irim --batch-sizes 1 4 16 --ks 4 11
@@ -141,7 +144,7 @@ def main(argv=None):
     print(f"device {jax.devices()[0].device_kind}, {name}, 320x320, {onednn.path()} convolutions")
     torch_run = torch_original_structure(args.chans, args.pools) if args.torch else None
     print(f"{'B':>3} {'K':>3} {'RS cand/s':>10} {'bare img/s':>10} {'loop cand/s':>11} "
-          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12} {'RS*/bare-best':>13}"
+          f"{'RS/bare':>8} {'RS/loop':>8} {'bare1 img/s':>11} {'RS/bare-best':>12} {'RS*/bare-best':>13} {'RSimg/bare-best':>14}"
           + (f" {'torch cand/s':>12} {'RS/torch':>8}" if torch_run else ""))
     one = features.DEFAULT_FEATURES
     for b in args.batch_sizes:
@@ -150,16 +153,20 @@ def main(argv=None):
         for k in args.ks:
             cfg = AttackConfig(k=k, objective=obj)
             keys = jax.random.split(jax.random.key(0), b)
-            t_rs = _timed(lambda cfg=cfg, keys=keys, batch=batch: random_search(scorer, batch, keys, cfg).worst_loss,
-                          args.repeats)
             # RS* : the no-feature control given, as FD, PGD and the k-space attack share it
-            # across their rounds: the candidates alone
+            # across their rounds and a stage's methods share it (ControlCache): the
+            # candidates alone
             shared = {**batch, "clean_output": scorer.clean_output(batch)}
-            t_rs_shared = _timed(lambda cfg=cfg, keys=keys, shared=shared:
-                                 random_search(scorer, shared, keys, cfg).worst_loss, args.repeats)
             u_all = jnp.repeat(u, k, axis=0)
             m_all = jnp.repeat(jnp.asarray(batch["mask"]), k, axis=0)
-            t_bare = _timed(lambda u_all=u_all, m_all=m_all: bare(state, u_all, m_all), args.repeats)
+            # The bare model on one image per call: separates batching effects of the
+            # backend (XLA on CPU gains little from batching) from attack overhead.
+            u1, m1 = u[:1], jnp.asarray(batch["mask"][:1])
+            t_rs, t_rs_shared, t_bare, t_one = _alternating([
+                lambda cfg=cfg, keys=keys, batch=batch: random_search(scorer, batch, keys, cfg).worst_loss,
+                lambda cfg=cfg, keys=keys, shared=shared: random_search(scorer, shared, keys, cfg).worst_loss,
+                lambda u_all=u_all, m_all=m_all: bare(state, u_all, m_all),
+                lambda u1=u1, m1=m1: bare(state, u1, m1)], args.repeats)
 
             # Per-candidate loop: one slice, one candidate per compiled call, B*K calls.
             single = {key: v[:1] for key, v in batch.items()}
@@ -172,14 +179,11 @@ def main(argv=None):
                 return [scorer(single, c)[0] for c in cands]
 
             t_loop = _timed(loop, 1)
-            # The bare model on one image per call: separates batching effects of the
-            # backend (XLA on CPU gains little from batching) from attack overhead.
-            t_one = _timed(lambda u=u, m=batch["mask"]: bare(state, u[:1], jnp.asarray(m[:1])), args.repeats)
             n = b * k
             best = max(n / t_bare, 1 / t_one)
             line = (f"{b:>3} {k:>3} {n / t_rs:>10.2f} {n / t_bare:>10.2f} {n / t_loop:>11.2f} "
                     f"{t_bare / t_rs:>8.2f} {t_loop / t_rs:>8.2f} {1 / t_one:>11.2f} {n / t_rs / best:>12.2f} "
-                    f"{n / t_rs_shared / best:>13.2f}")
+                    f"{n / t_rs_shared / best:>13.2f} {(n + b) / t_rs / best:>14.2f}")
             if torch_run is not None:  # alternated with RS so both see the same load
                 y_np, m_np = np.asarray(batch["target_raw"]), np.asarray(batch["mask"])
                 t_rs2, t_torch = _alternating(

@@ -85,7 +85,8 @@ def fnaf_loss(output, target, region, cfg: ObjectiveConfig = ATTACK):
     """
     t = region.astype(output.dtype)
     sq = (output - target) ** 2
-    whole = sq.mean(axis=(-2, -1))
+    # alpha is static: at 0 (attacks) skip the whole-image pass rather than multiply it by 0
+    whole = sq.mean(axis=(-2, -1)) if cfg.alpha else 0.0
     in_region = (sq * t).sum(axis=(-2, -1))
     if cfg.reduction == "mse":
         reg = in_region / (output.shape[-2] * output.shape[-1])
