@@ -316,3 +316,19 @@ def test_paper_preset_needs_data_and_the_released_irim(tmp_path):
     assert wk["worst_of"] == 11 and wk["robust"] == "worst-of-k"
     assert (robust["alpha"], robust["beta"], robust["worst_of"], robust["robust"]) == (1.0, 100.0, 1, "rs")
     assert robust["init_from"].endswith("models/unet/best")
+
+
+def test_an_attack_stage_gives_its_methods_one_control_cache(tmp_path, monkeypatch):
+    """The jobs of one model's attack stage (each method at each acceleration) share one
+    ControlCache, so each slice's no-feature output is computed once per acceleration."""
+    from fnaf_jax.attacks import runner
+    from fnaf_jax.attacks.controls import ControlCache
+    from fnaf_jax.study.stages import Layout, attack_stage
+
+    seen = []
+    monkeypatch.setattr(runner, "attack_folder", lambda job, controls=None: seen.append((job, controls)))
+    layout = Layout(out=tmp_path, data_root=tmp_path, train_split="train", val_split="val", synthetic=True)
+    attack_stage(layout, load_preset("smoke"), "unet").run()
+    methods = {(job.method, job.mask.acceleration) for job, _ in seen}
+    assert {m for m, _ in methods} == {"rs", "fd"} and len(methods) == len(seen) >= 2
+    assert isinstance(seen[0][1], ControlCache) and all(c is seen[0][1] for _, c in seen)
