@@ -3,8 +3,9 @@
 Splits one RS call into: the bare model on one image per call and in calls of C images
 (the best bare rate is the faster of the two), the non-model work
 (features, FFT under-sampling, region, Eq. 5 and
-controls: RS with a network-free recon_fn), and the full RS call. Median of --repeats
-alternating runs. Never run as a test.
+controls: RS with a network-free recon_fn), the no-feature control alone, the full RS
+call, and RS with the control given (RS*: what a run pays when a ControlCache holds it).
+Median of --repeats alternating runs. Never run as a test.
 
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/attack_profile.py --chans 32 --pools 4 --chunk 2
 """
@@ -48,7 +49,8 @@ def build_model(kind: str, chans: int = 32, pools: int = 4, irim_size: str = "sm
 
 def profile(model, b: int, k: int, chunk: int | None, repeats: int) -> dict:
     """Seconds per candidate of the bare model (one image per call, and the chunked
-    structure), of RS without the model and of RS; medians of alternating repeats."""
+    structure), of RS without the model, of the no-feature control, of RS and of RS with
+    the control given; medians of alternating repeats."""
     from fnaf_jax.objective import images_per_call
 
     model.eval()
@@ -69,12 +71,15 @@ def profile(model, b: int, k: int, chunk: int | None, repeats: int) -> dict:
     cfg = AttackConfig(k=k, objective=obj)
     keys = jax.random.split(jax.random.key(0), b)
     scorer, free = make_scorer(model, obj), make_scorer(zero_filled, obj)
+    shared = {**batch, "clean_output": scorer.clean_output(batch)}  # as a ControlCache gives it
     runs = {
         "bare_1": lambda: [one(state, u_all[i:i + 1], m_all[i:i + 1]) for i in range(n)],
         "bare_chunked": lambda: [calls(state, u_all[i:i + chunk], m_all[i:i + chunk])
                                  for i in range(0, n - n % chunk, chunk)],
         "rs_without_model": lambda: random_search(free, batch, keys, cfg).worst_loss,
         "rs": lambda: random_search(scorer, batch, keys, cfg).worst_loss,
+        "control": lambda: scorer.clean_output(batch),
+        "rs_control_given": lambda: random_search(scorer, shared, keys, cfg).worst_loss,
     }
     for fn in runs.values():
         _once(fn)  # compile
@@ -86,7 +91,8 @@ def profile(model, b: int, k: int, chunk: int | None, repeats: int) -> dict:
            for name, ts in times.items()}
     best = min(per["bare_1"], per["bare_chunked"])
     return {"b": b, "k": k, "images_per_call": chunk, "seconds_per_candidate": per,
-            "rs_per_s": 1 / per["rs"], "bare_best_per_s": 1 / best, "rs_over_bare_best": best / per["rs"]}
+            "rs_per_s": 1 / per["rs"], "bare_best_per_s": 1 / best, "rs_over_bare_best": best / per["rs"],
+            "rs_control_given_over_bare_best": best / per["rs_control_given"]}
 
 
 def main(argv=None):
@@ -106,7 +112,9 @@ def main(argv=None):
           f"candidates), {res['images_per_call']} images per call")
     labels = {"bare_1": "bare, 1 image per call",
               "bare_chunked": f"bare, {res['images_per_call']} images per call",
-              "rs_without_model": "RS without the model (zero-filled recon_fn)", "rs": "RS"}
+              "rs_without_model": "RS without the model (zero-filled recon_fn)",
+              "control": "the no-feature control (1 image per slice)", "rs": "RS",
+              "rs_control_given": "RS*, the control given (a ControlCache)"}
     best = 1 / res["bare_best_per_s"]
     for key, label in labels.items():
         t = res["seconds_per_candidate"][key]
