@@ -115,3 +115,29 @@ def test_a_full_control_cache_stores_no_more():
     first = {"fname": ["a.h5", "a.h5"], "slice_num": [1, 0]}
     np.testing.assert_array_equal(cache.lookup(("m", ""), "spec", first)[:, 0, 0], [1, 0])
     assert cache.lookup(("other", ""), "spec", first) is None
+
+
+def test_several_methods_in_one_command_write_one_file_each_as_separate_commands_would(
+        checkpoint, synthetic_dir, tmp_path, capsys):
+    """--methods rs fd: OUT_rs.jsonl and OUT_fd.jsonl (OUT_4x_rs.jsonl ... with several
+    accelerations), each the records of a command with that method alone (the methods share
+    each slice's no-feature output); a repeated method or a transfer with two is refused."""
+    _attack(checkpoint, synthetic_dir, tmp_path / "both.jsonl", "--limit", "4", "--methods", "rs", "fd",
+            "--fd-iterations", "1")
+    _attack(checkpoint, synthetic_dir, tmp_path / "fd.jsonl", "--limit", "4", "--method", "fd",
+            "--fd-iterations", "1")
+    assert sorted(p.name for p in tmp_path.glob("both*.jsonl")) == ["both_fd.jsonl", "both_rs.jsonl"]
+    assert _records(tmp_path / "both_fd.jsonl") == _records(tmp_path / "fd.jsonl")
+    assert {r["method"] for r in _records(tmp_path / "both_rs.jsonl")} == {"rs"}
+    _attack(checkpoint, synthetic_dir, tmp_path / "acc.jsonl", "--limit", "2", "--methods", "rs", "fd",
+            "--fd-iterations", "1", "--accelerations", "4", "8")
+    assert sorted(p.name for p in tmp_path.glob("acc*.jsonl")) == [
+        "acc_4x_fd.jsonl", "acc_4x_rs.jsonl", "acc_8x_fd.jsonl", "acc_8x_rs.jsonl"]
+    capsys.readouterr()
+    base = ["attack", "--checkpoint", str(checkpoint), "--data", str(synthetic_dir), "--no-progress",
+            "--out", str(tmp_path / "bad.jsonl")]
+    assert main([*base, "--methods", "rs", "rs"]) == 2
+    assert "repeats a method" in capsys.readouterr().err
+    assert main([*base, "--methods", "rs", "fd", "--transfer-from", str(tmp_path / "fd.jsonl")]) == 2
+    assert "--transfer-from" in capsys.readouterr().err
+    assert not list(tmp_path.glob("bad*"))

@@ -12,13 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fnaf_jax.commands.flags import add_fields, read_fields
-from fnaf_jax.commands.mask_flags import add_mask_arguments, mask_jobs
+from fnaf_jax.commands.mask_flags import ListOnce, add_mask_arguments, mask_jobs
+from fnaf_jax.errors import ConfigError
+
+METHODS = ("rs", "fd", "pgd", "kspace-pgd", "hallucinate")
 
 HELP = {
     "data": "folder (or file) of .h5 volumes",
     "out": "results file (JSON lines), appended; with several accelerations OUT_4x.jsonl, "
-           "OUT_8x.jsonl, ...",
-    "method": "attack",
+           "OUT_8x.jsonl, ...; with several methods OUT_rs.jsonl, OUT_fd.jsonl, ... (OUT_4x_rs.jsonl "
+           "with both)",
     "batch_size": "slices per compiled call",
     "limit": "attack only the first N slices",
     "seed": "feature randomness",
@@ -50,7 +53,7 @@ HELP = {
     "max_images_per_call": "model images per compiled call (default: the backend's rule, 2 on CPU, "
                            "64 on accelerators; the numbers do not change, only speed and memory)",
 }
-_JOB = ("data", "out", "method", "batch_size", "limit", "seed", "name", "role", "transfer_from", "skip_bad")
+_JOB = ("data", "out", "batch_size", "limit", "seed", "name", "role", "transfer_from", "skip_bad")
 
 
 def register(subparsers) -> None:
@@ -75,7 +78,11 @@ def register(subparsers) -> None:
                         help="attack a network-free reconstruction instead: zero-filled = the "
                         "under-sampled input itself (a control row)")
     add_fields(p, AttackJob, HELP, only=_JOB, required=("data", "out"),
-               choices={"method": ("rs", "fd", "pgd", "kspace-pgd", "hallucinate"), "role": ("unet", "robust", "irim")})
+               choices={"role": ("unet", "robust", "irim")})
+    p.add_argument("--methods", "--method", nargs="+", action=ListOnce, default=[AttackJob.method],
+                   choices=METHODS, metavar="METHOD",
+                   help=f"attacks, one run each, sharing each slice's no-feature output: {', '.join(METHODS)} "
+                   f"(default: {AttackJob.method})")
     add_mask_arguments(p)
     add_fields(p, AttackConfig, HELP, skip=("features", "objective"), choices={"kspace_target": KSPACE_TARGETS})
     add_fields(p, FeatureConfig, HELP, only=("num_pixels", "shape", "box_size"),
@@ -100,21 +107,33 @@ def attack_config(args):
 
 
 def jobs(args) -> list:
-    """One AttackJob per acceleration the flags ask for (all validated before any runs)."""
+    """One AttackJob per acceleration and method the flags ask for (all validated before
+    any runs)."""
     from fnaf_jax.attacks.runner import AttackJob
 
+    methods = list(args.methods)
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"--methods: {methods} repeats a method")
+    if args.transfer_from is not None and len(methods) > 1:
+        raise ConfigError("--transfer-from re-scores the source run's method; give no second --methods")
     cfg = attack_config(args)
     fields = read_fields(args, AttackJob, only=_JOB)
     source = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
               "baseline": args.baseline}
-    return [AttackJob(**{**fields, "out": str(out)}, **source, mask=spec, attack=cfg)
-            for spec, out in mask_jobs(args, Path(args.out))]
+
+    def named(out: Path, method: str) -> Path:  # OUT.jsonl -> OUT_fd.jsonl when there are several
+        return out if len(methods) == 1 else out.with_name(f"{out.stem}_{method}{out.suffix}")
+
+    return [AttackJob(**{**fields, "out": str(named(out, method))}, **source, method=method, mask=spec, attack=cfg)
+            for spec, out in mask_jobs(args, Path(args.out)) for method in methods]
 
 
 def run(args) -> int:
+    from fnaf_jax.attacks.controls import ControlCache
     from fnaf_jax.attacks.runner import attack_folder
 
+    controls = ControlCache()  # one model and folder: every job shares each slice's control
     for job in jobs(args):
-        n = attack_folder(job, progress=not args.no_progress)
+        n = attack_folder(job, progress=not args.no_progress, controls=controls)
         print(f"{n} new records in {job.out}")
     return 0

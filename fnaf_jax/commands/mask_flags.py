@@ -9,7 +9,7 @@ from pathlib import Path
 from fnaf_jax.errors import ConfigError
 
 
-class _Once(argparse.Action):
+class ListOnce(argparse.Action):
     """A list flag given once: ``--acceleration 4 --accelerations 8`` is refused rather than
     one value silently winning."""
 
@@ -25,11 +25,11 @@ class _Once(argparse.Action):
 def add_mask_arguments(parser) -> None:
     from fnaf_jax.masks import DEFAULT_MASK
 
-    parser.add_argument("--accelerations", "--acceleration", type=int, nargs="+", action=_Once,
+    parser.add_argument("--accelerations", "--acceleration", type=int, nargs="+", action=ListOnce,
                         default=[DEFAULT_MASK.acceleration], metavar="ACC",
                         help=f"under-sampling factors, one run each (default: {DEFAULT_MASK.acceleration})")
     parser.add_argument("--center-fractions", "--center-fraction", type=float, nargs="+", default=None,
-                        action=_Once,
+                        action=ListOnce,
                         metavar="CF", help="centre columns kept, one per acceleration "
                         "(default: fastMRI's pairing, 0.08 at 4x and 0.04 at 8x)")
     parser.add_argument("--mask-type", default=DEFAULT_MASK.mask_type,
