@@ -78,12 +78,23 @@ def test_two_processes_train_and_attack_like_one(tmp_path):
 
     assert logged("two") == logged("one") and len(logged("one")) >= 2  # one writer: no duplicated lines
 
+    # two methods: FD reads each slice's no-feature output from the RS run's ControlCache,
+    # sharded over the devices again
     attack = ["attack", "--checkpoint", tmp_path / "one" / "best", "--data", data, "--k", "3",
-              "--batch-size", "4", "--no-progress"]
+              "--methods", "rs", "fd", "--fd-iterations", "1", "--batch-size", "4", "--no-progress"]
     _fnaf([*attack, "--out", "one.jsonl"], 1, tmp_path)
     runs = _fnaf([*attack, "--out", "two.jsonl"], 2, tmp_path)
-    one = (tmp_path / "one.jsonl").read_text().splitlines()
-    assert len(one) == 8 and (tmp_path / "two.jsonl").read_text().splitlines() == one
+    one = (tmp_path / "one_rs.jsonl").read_text().splitlines()
+    assert len(one) == 8 and (tmp_path / "two_rs.jsonl").read_text().splitlines() == one
+    # FD's records round differently on 4 devices in one process and 2 x 2 in two (before
+    # the cache too): the same features, the numbers within float32 rounding
+    fd_one, fd_two = (list(map(json.loads, (tmp_path / f"{run}_fd.jsonl").open())) for run in ("one", "two"))
+    assert len(fd_one) == len(fd_two) == 8
+    for a, b in zip(fd_one, fd_two, strict=True):
+        assert (a["file"], a["slice"], a["feature"]["pixels"], a["hit"]) == (b["file"], b["slice"],
+                                                                             b["feature"]["pixels"], b["hit"])
+        for key in a["scored"]:
+            np.testing.assert_allclose(a["scored"][key], b["scored"][key], rtol=1e-5, atol=1e-9)
     assert "process 1 of 2" in runs[1].stdout
-    assert "8 new records" in runs[0].stdout  # process 0 wrote them ...
+    assert "8 new records in two_fd.jsonl" in runs[0].stdout  # process 0 wrote them ...
     assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".*.lock"))  # ... and nothing is left behind

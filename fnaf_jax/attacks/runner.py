@@ -302,6 +302,13 @@ class AttackJob:
             raise ConfigError("an attack needs exactly one of a checkpoint and a baseline")
 
 
+def shared_controls(jobs) -> ControlCache | None:
+    """One ``ControlCache`` for ``jobs`` (one model, one data folder) when some mask has
+    several of them to share it; None when no job could read another's controls."""
+    specs = [job.mask for job in jobs]
+    return ControlCache() if len(set(specs)) < len(specs) else None
+
+
 def attack_folder(job: AttackJob, progress: bool = True, controls: ControlCache | None = None) -> int:
     """``fnaf attack``: run ``job``; returns the number of new records. ``controls``: as for
     ``run_attack`` (one cache per data folder)."""

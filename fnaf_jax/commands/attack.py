@@ -129,11 +129,11 @@ def jobs(args) -> list:
 
 
 def run(args) -> int:
-    from fnaf_jax.attacks.controls import ControlCache
-    from fnaf_jax.attacks.runner import attack_folder
+    from fnaf_jax.attacks.runner import attack_folder, shared_controls
 
-    controls = ControlCache()  # one model and folder: every job shares each slice's control
-    for job in jobs(args):
+    todo = jobs(args)
+    controls = shared_controls(todo)  # one model and folder: the methods share each slice's control
+    for job in todo:
         n = attack_folder(job, progress=not args.no_progress, controls=controls)
         print(f"{n} new records in {job.out}")
     return 0

@@ -291,11 +291,10 @@ def model_calls(job, slices: int) -> int:
 
 
 def _attack_stage(name: str, jobs: list, after: list[str], kind: str, slices: int) -> Stage:
-    from fnaf_jax.attacks.controls import ControlCache
-    from fnaf_jax.attacks.runner import attack_folder
+    from fnaf_jax.attacks.runner import attack_folder, shared_controls
 
     def run():
-        controls = ControlCache()  # the stage's methods share each slice's no-feature output
+        controls = shared_controls(jobs)  # the stage's methods share each slice's no-feature output
         for job in jobs:
             attack_folder(job, controls=controls)
 
