@@ -92,17 +92,19 @@ def undersample_points(rows, cols, values, mask, shape):
     h, w = shape
     # Rows padded to a multiple of 16 (pixels off the image, dropped): with 10 rows per
     # feature, RS records on 4 simulated CPU devices differed in the last digits from run
-    # to run (every one of 5 runs); padded, 5 runs were identical. Most likely the FFT's
-    # vectorised blocks of rows, which round unlike its leftover rows and were split over
-    # the shared threads differently each run.
+    # to run (however the rows were then placed: scatter, product or masked sum); padded,
+    # 6 runs were identical. Most likely the FFT's vectorised blocks of rows, which round
+    # unlike its leftover rows and were split over the shared threads differently each run.
     pad = -rows.shape[-1] % 16
     rows, cols = (jnp.pad(a, ((0, 0), (0, pad)), constant_values=-1) for a in (rows, cols))
     values = jnp.pad(values, ((0, 0), (0, pad)))
     deltas = jax.nn.one_hot(cols, w, dtype=jnp.complex64) * values[..., None]  # (n, P, W); off-image cols: 0
     responses = undersample(deltas, mask)  # each of the P rows transformed along W
-    # Into the rows by a masked sum over the P pixels (one fused loop, a fixed order)
-    hit = rows[:, :, None] == jnp.arange(h)  # (n, P, H); off-image rows match none
-    return jnp.where(hit[..., None], responses[:, :, None, :], 0).sum(axis=1)
+    # added into the rows (a scatter runs its updates in order: repeated rows sum alike)
+    rows = jnp.where((rows >= 0) & (rows < h), rows, h)  # off-image rows go past the end: dropped
+    n = rows.shape[0]
+    out = jnp.zeros((n, h, w), responses.dtype)
+    return out.at[jnp.arange(n)[:, None], rows].add(responses, mode="drop")
 
 
 def zero_filled(kspace, mask, crop=(320, 320)):
