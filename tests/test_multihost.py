@@ -87,7 +87,8 @@ def test_two_processes_train_and_attack_like_one(tmp_path):
     one = (tmp_path / "one_rs.jsonl").read_text().splitlines()
     assert len(one) == 8 and (tmp_path / "two_rs.jsonl").read_text().splitlines() == one
     # FD's records round differently on 4 devices in one process and 2 x 2 in two (before
-    # the cache too): the same features, the numbers within float32 rounding
+    # the cache too; so does RS with one image per device): the same features, the numbers
+    # within float32 rounding
     fd_one, fd_two = (list(map(json.loads, (tmp_path / f"{run}_fd.jsonl").open())) for run in ("one", "two"))
     assert len(fd_one) == len(fd_two) == 8
     for a, b in zip(fd_one, fd_two, strict=True):
