@@ -198,7 +198,7 @@ def _last_occurrence(pix):
     return ~(same & later).any(-1)
 
 
-def _scatter(rows, cols, vals, shape):
+def scatter(rows, cols, vals, shape):
     """Add ``vals`` at (rows, cols) into zero images of ``shape``; out-of-image pixels drop."""
     h, w = shape
     lead = rows.shape[:-1]
@@ -225,8 +225,8 @@ def points(candidates: Candidates):
 
 
 def rasterize(candidates: Candidates, shape) -> jax.Array:
-    """Feature images ``d`` (B, K, H, W): the ``points`` summed into zero images."""
-    return _scatter(*points(candidates), shape)
+    """Feature images ``d`` (B, K, H, W): the ``points`` summed into zero images (``scatter``)."""
+    return scatter(*points(candidates), shape)
 
 
 def disk_offsets(radius: float):
@@ -247,7 +247,7 @@ def region(candidates: Candidates, shape, radius: float = 5) -> jax.Array:
     disk = disk_offsets(radius)  # (D, 2)
     pts = (pix[..., :, None, :] + disk).reshape(*pix.shape[:-2], -1, 2)
     ones = jnp.ones(pts.shape[:-1], jnp.float32)
-    return _scatter(pts[..., 0], pts[..., 1], ones, shape) > 0
+    return scatter(pts[..., 0], pts[..., 1], ones, shape) > 0
 
 
 def sample_each(keys, k: int, cfg: FeatureConfig = DEFAULT_FEATURES, *, lo=None, hi=None) -> Candidates:

@@ -146,10 +146,10 @@ def forward(recon_fn: ReconFn, batch, candidates: features.Candidates, radius: f
 
 def _forward_flat(recon_fn, y, mask, metadata, u_clean, idx, cand, radius, clean_output=None):
     shape = y.shape[-2:]
-    rows, cols, vals = (a[:, 0] for a in features.points(cand))  # (n, P)
-    d = features.rasterize(cand, shape)[:, 0]  # (n, H, W)
+    points = features.points(cand)  # rows, cols, values (n, 1, P): for d and for U(d)
+    d = features.scatter(*points, shape)[:, 0]  # (n, H, W), as features.rasterize
     reg = features.region(cand, shape, radius)[:, 0]
-    u_d = undersample_points(rows, cols, vals, mask[idx], shape)  # a fraction of a dense U(d)
+    u_d = undersample_points(*(a[:, 0] for a in points), mask[idx], shape)  # a fraction of a dense U(d)
     return forward_images(recon_fn, y, mask, metadata, u_clean, idx, d, reg, clean_output, u_d)
 
 
